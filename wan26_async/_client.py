@@ -1,0 +1,320 @@
+"""AsyncWanClient: short methods composing requests, the transport and the watch."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+
+from ._config import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    CREATE_PATH,
+    CREDITS_PATH,
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    MAX_RESPONSE_BYTES,
+    TASK_PATH,
+    RetryPolicy,
+)
+from ._errors import ConfigurationError, TaskFailedError, ValidationError
+from ._limiter import InProcessRateLimiter, RateLimiter
+from ._models import Credits, Outcome, Task, TaskEvent, TaskStatus
+from ._requests import VideoRequest
+from ._transport import Transport, dumps
+from ._watch import PollPolicy, watch_task
+from ._wire import parse_create_reply, parse_credits, parse_task
+
+__all__ = ["AsyncWanClient"]
+
+
+class CallbackSource(Protocol):
+    """What a client needs of a callback receiver (see ``wan.CallbackReceiver``)."""
+
+    @property
+    def callback_url(self) -> str: ...
+
+    def expect(self, task_id: str) -> None: ...
+
+
+def _check_base_url(base_url: str, allow_insecure_http: bool) -> str:
+    parts = urlsplit(base_url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"base_url must be an http(s) URL, got {base_url!r}")
+    if scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+        raise ConfigurationError(
+            f"base_url {base_url!r} is plain http to a remote host, which would send the API "
+            "key unencrypted; use https, or pass allow_insecure_http=True if you must"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigurationError(f"base_url must not have a query or fragment: {base_url!r}")
+    return base_url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_api_key(api_key: str | None) -> str:
+    if api_key is None:
+        api_key = os.environ.get(API_KEY_ENV)
+    if not api_key:
+        raise ConfigurationError(
+            f"no API key: pass api_key=... or set the {API_KEY_ENV} environment variable"
+        )
+    if not isinstance(api_key, str) or not api_key.startswith("sk-"):
+        raise ConfigurationError("the API key must be a string starting with 'sk-' "
+                                 "(copy it again from the dashboard)")
+    return api_key
+
+
+class AsyncWanClient:
+    """An async client of the Wan 2.6 video generation API.
+
+    One client holds one connection pool, one limiter and one retry policy shared by
+    every call made through it; create one per application and close it at the end::
+
+        async with AsyncWanClient() as client:
+            task = await client.generate(TextToVideo(prompt="a robot in the rain"))
+            print(task.video_url)
+
+    ``api_key`` defaults to ``$WAN_API_KEY`` and ``base_url`` to ``$WAN_BASE_URL`` (else
+    the public gateway). ``max_concurrency`` bounds the requests in flight across all
+    calls; ``max_retries``/``retry`` set how a call retries, ``timeout`` is seconds per
+    HTTP call. ``session`` lends an ``aiohttp.ClientSession`` that the client will not
+    close. ``rate_limiter`` replaces the default in-process limiter (for example with
+    ``wan26_async.redis.RedisRateLimiter``). ``callbacks`` takes a `CallbackReceiver`.
+
+    Safety switches: ``resend_ambiguous_creates=True`` lets a create whose reply was
+    lost be resent with the same ``Idempotency-Key`` (safe only on a gateway that
+    honours the key); ``allow_insecure_http=True`` allows a plain-http base URL to a
+    host other than loopback.
+
+    Raises `ConfigurationError` for a missing or malformed key or an unsafe base URL.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_retries: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        session: aiohttp.ClientSession | None = None,
+        rate_limiter: RateLimiter | None = None,
+        callbacks: CallbackSource | None = None,
+        retry: RetryPolicy | None = None,
+        poll: PollPolicy | None = None,
+        resend_ambiguous_creates: bool = False,
+        allow_insecure_http: bool = False,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
+        key = _check_api_key(api_key)
+        url = _check_base_url(base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL,
+                              allow_insecure_http)
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ConfigurationError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
+        if timeout <= 0:
+            raise ConfigurationError(f"timeout must be positive seconds, got {timeout!r}")
+        if retry is None:
+            retry = RetryPolicy(max_retries=DEFAULT_MAX_RETRIES if max_retries is None
+                                else max_retries)
+        elif max_retries is not None:
+            raise ConfigurationError("pass max_retries or retry=RetryPolicy(...), not both")
+        self.base_url = url
+        self.max_concurrency = max_concurrency
+        self.timeout = timeout
+        self.retry = retry
+        self.poll = poll or PollPolicy()
+        self.rate_limiter = rate_limiter or InProcessRateLimiter()
+        self.callbacks = callbacks
+        self.resend_ambiguous_creates = resend_ambiguous_creates
+        self._transport = Transport(
+            api_key=key,
+            base_url=url,
+            timeout=timeout,
+            max_concurrency=max_concurrency,
+            retry=retry,
+            limiter=self.rate_limiter,
+            session=session,
+            max_response_bytes=max_response_bytes,
+        )
+
+    def __repr__(self) -> str:
+        return f"AsyncWanClient(base_url={self.base_url!r}, api_key=<hidden>)"
+
+    async def __aenter__(self) -> AsyncWanClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every connection this client opened (not a borrowed session). Idempotent."""
+        await self._transport.aclose()
+        await self.rate_limiter.aclose()
+
+    # -- calls ------------------------------------------------------------------------
+
+    async def create_task(
+        self,
+        request: VideoRequest,
+        *,
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+        resend_ambiguous: bool | None = None,
+    ) -> Task:
+        """Submit a generation and return the new task (status ``PENDING``).
+
+        Credits (``request.estimated_credits``) are charged now and refunded if the task
+        fails. ``callback_url`` asks the server to POST the result there.
+        Every create carries an ``Idempotency-Key`` (``idempotency_key``, or a fresh one).
+
+        Raises `ValidationError` before any I/O for a bad request or callback URL;
+        `InsufficientCreditsError`, `SpendLimitError` and the other `APIError`\\ s; and,
+        when the request was sent but no clear answer came back, an error that is also
+        `AmbiguousSubmissionError` (the task may exist; it is not resent unless
+        ``resend_ambiguous``/``resend_ambiguous_creates`` is set).
+        """
+        if not isinstance(request, VideoRequest):
+            raise ValidationError("request", "must be a TextToVideo, ImageToVideo or "
+                                  "ReferenceToVideo", value=request)
+        payload = request.to_payload()
+        if callback_url is None and self.callbacks is not None:
+            callback_url = self.callbacks.callback_url
+        if callback_url is not None:
+            _check_callback_url(callback_url, request.model)
+            payload = {"model": payload["model"], "callback_url": callback_url,
+                       "input": payload["input"]}
+        key = idempotency_key or str(uuid.uuid4())
+        resend = self.resend_ambiguous_creates if resend_ambiguous is None else resend_ambiguous
+        task_id = await self._transport.request(
+            "POST", CREATE_PATH, parse_create_reply, body=dumps(payload),
+            idempotency_key=key, resend=resend,
+        )
+        if self.callbacks is not None:
+            self.callbacks.expect(task_id)
+        return Task(id=task_id, status=TaskStatus.PENDING, status_text="pending",
+                    model=request.model, raw={"taskId": task_id})
+
+    async def get_task(self, task_id: str) -> Task:
+        """The task as the server sees it now. Raises `TaskNotFoundError` for an unknown id."""
+        path = TASK_PATH + _task_path(task_id)
+        return await self._transport.request("GET", path, _task_parser(task_id))
+
+    async def get_credits(self) -> Credits:
+        """The account's credit balance."""
+        return await self._transport.request("GET", CREDITS_PATH, parse_credits)
+
+    # -- waiting ----------------------------------------------------------------------
+
+    def watch(
+        self, task_id: str, *, timeout: float | None = None, poll: PollPolicy | None = None
+    ) -> AsyncIterator[TaskEvent]:
+        """Yield a `TaskEvent` per status change of the task, the first at once, and stop
+        after ``COMPLETED`` or ``FAILED``.
+
+        Transient failures (connection errors, 5xx, 429, malformed replies) are retried
+        inside the watch; `TaskNotFoundError` and auth errors are raised.
+        ``timeout`` (seconds) raises `WatchTimeoutError` with the last seen task::
+
+            async for event in client.watch(task.id, timeout=600):
+                print(f"{event.elapsed:5.1f}s {event.previous} -> {event.status}")
+        """
+        _task_path(task_id)
+        return watch_task(task_id, self.get_task, poll=poll or self.poll, timeout=timeout)
+
+    async def wait(self, task_id: str, *, timeout: float | None = None,
+                   poll: PollPolicy | None = None) -> Task:
+        """Wait for the task to finish; return it when ``COMPLETED``.
+
+        Raises `TaskFailedError` (with ``.task`` and ``.reason``) when it ``FAILED``,
+        `WatchTimeoutError` when ``timeout`` passes first.
+        """
+        task: Task | None = None
+        async for event in self.watch(task_id, timeout=timeout, poll=poll):
+            task = event.task
+        assert task is not None  # a watch ends only after a terminal event
+        if task.status is TaskStatus.FAILED:
+            raise TaskFailedError(task)
+        return task
+
+    async def generate(
+        self,
+        request: VideoRequest,
+        *,
+        timeout: float | None = None,
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Task:
+        """Create a task and wait for it: `create_task` then `wait`.
+
+        ``timeout`` bounds the wait (not the create). Raises as both do.
+        """
+        task = await self.create_task(request, callback_url=callback_url,
+                                      idempotency_key=idempotency_key)
+        return await self.wait(task.id, timeout=timeout)
+
+    def fan_out(
+        self,
+        requests: Iterable[VideoRequest | Mapping[str, Any]],
+        *,
+        concurrency: int = 32,
+        callback_url: str | None = None,
+        ordered: bool = False,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Outcome]:
+        """Run many generations at once; yield one `Outcome` per request as each finishes.
+
+        At most ``concurrency`` generations run at a time. One failure does not stop the
+        others; it is that outcome's ``error``. A 402 insufficient credits or a 429
+        spend limit stops new submissions: the requests not yet submitted come back with
+        a `NotSubmittedError`, and tasks already running are watched to the end.
+        ``ordered=True`` yields the outcomes in input order instead. ``timeout`` bounds
+        each task's wait.
+        """
+        from ._fanout import fan_out
+
+        return fan_out(self, requests, concurrency=concurrency, callback_url=callback_url,
+                       ordered=ordered, timeout=timeout)
+
+
+def _task_parser(task_id: str) -> Any:
+    def parse(data: dict[str, Any], status: int, headers: Mapping[str, str]) -> Task:
+        return parse_task(data, task_id)
+
+    return parse
+
+
+def _task_path(task_id: str) -> str:
+    if not isinstance(task_id, str) or not task_id.strip():
+        raise ValidationError("task_id", "must be a non-empty string", value=task_id)
+    return quote(task_id, safe="")
+
+
+def _check_callback_url(url: object, model: str) -> None:
+    if not isinstance(url, str):
+        raise ValidationError("callback_url", "must be an http(s) URL", model=model, value=url)
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValidationError("callback_url", "must be an http(s) URL", model=model, value=url)

@@ -1,0 +1,381 @@
+"""The exception tree of wan26-async, and the mapping from an error reply to it.
+
+    WanError
+    ├── ConfigurationError (also ValueError)       a client set up wrongly (key, base URL)
+    ├── ValidationError (also ValueError)          a request built by the caller breaks a rule
+    ├── APIError  .status_code .code .type .message .body .request_id .headers
+    │   ├── BadRequestError            400 invalid_request
+    │   ├── AuthenticationError        401 invalid_api_key
+    │   ├── InsufficientCreditsError   402 insufficient_credits
+    │   ├── PermissionDeniedError      403 ip_not_allowed
+    │   ├── NotFoundError              404
+    │   │   ├── ModelNotFoundError     404 model_not_found
+    │   │   └── TaskNotFoundError      404 task_not_found
+    │   ├── RateLimitError             429 rate_limit_exceeded  (.retry_after)
+    │   ├── SpendLimitError            429 spend_limit_exceeded (never retried)
+    │   ├── InternalServerError        500 internal_error (and other 5xx)
+    │   ├── UpstreamError              503 upstream_error
+    │   └── MalformedResponseError     a 2xx reply that is not the documented envelope
+    ├── APIConnectionError                          no usable reply
+    │   └── APITimeoutError
+    ├── AmbiguousSubmissionError  .idempotency_key  a create may have made a task
+    ├── NotSubmittedError  .cause                   fan_out stopped before submitting it
+    ├── TaskFailedError  .task                      the task ended FAILED
+    └── WatchTimeoutError .task                     the caller's deadline passed
+
+An `AmbiguousSubmissionError` is always *also* the error that caused it: a create whose
+connection dropped after the request was written raises an error that is both an
+`APIConnectionError` and an `AmbiguousSubmissionError`; one answered by a 500 is both
+an `InternalServerError` and an `AmbiguousSubmissionError`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._models import Task
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AmbiguousSubmissionError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "BadRequestError",
+    "InsufficientCreditsError",
+    "InternalServerError",
+    "MalformedResponseError",
+    "ModelNotFoundError",
+    "NotFoundError",
+    "NotSubmittedError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "SpendLimitError",
+    "TaskFailedError",
+    "TaskNotFoundError",
+    "UpstreamError",
+    "ValidationError",
+    "WanError",
+    "WatchTimeoutError",
+    "error_from_reply",
+]
+
+#: How much of a non-JSON error body an exception keeps (proxy HTML pages can be big).
+MAX_ERROR_TEXT = 2000
+
+
+class WanError(Exception):
+    """Base class of every error raised by wan26-async."""
+
+
+class ConfigurationError(WanError, ValueError):
+    """The client is set up wrongly: no API key, a key not starting with ``sk-``, an
+    unsafe or malformed base URL. Raised when the client is built, before any I/O."""
+
+
+class ValidationError(WanError, ValueError):
+    """A request breaks a rule of the API; raised before any network I/O.
+
+    ``field`` names the offending field (``"duration"``, ``"image_urls[0]"``),
+    ``rule`` states the rule, ``model`` the model and ``value`` the value refused.
+    """
+
+    def __init__(
+        self, field: str, rule: str, *, model: str | None = None, value: object = None
+    ) -> None:
+        self.field = field
+        self.rule = rule
+        self.model = model
+        self.value = value
+        where = f" for {model}" if model else ""
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"{field} {rule}{where}, got {shown}")
+
+
+class APIError(WanError):
+    """The API answered with an error reply.
+
+    Attributes: ``status_code`` (HTTP status), ``code`` and ``type`` (from the error
+    envelope, or None when the body was not the envelope), ``message``, ``body`` (the
+    decoded JSON, or the reply text cut to a sane length), ``request_id`` (from a
+    request-id reply header, when present) and ``headers``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        code: str | None = None,
+        type: str | None = None,
+        body: object = None,
+        request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.message = message
+        self.status_code = status_code
+        self.code = code
+        self.type = type
+        self.body = body
+        self.request_id = request_id
+        self.headers: dict[str, str] = dict(headers or {})
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        label = f"{self.status_code} {self.code}" if self.code else f"HTTP {self.status_code}"
+        rid = f" (request id {self.request_id})" if self.request_id else ""
+        return f"{label}: {self.message}{rid}"
+
+
+class BadRequestError(APIError):
+    """400 ``invalid_request``: fix the request; retrying it will not help."""
+
+
+class AuthenticationError(APIError):
+    """401 ``invalid_api_key``: the key is invalid, disabled or deleted."""
+
+
+class InsufficientCreditsError(APIError):
+    """402 ``insufficient_credits``: top up (check with ``client.get_credits()``)."""
+
+
+class PermissionDeniedError(APIError):
+    """403 ``ip_not_allowed``: this machine's IP is not in the key's allowlist."""
+
+
+class NotFoundError(APIError):
+    """404: the model or task does not exist."""
+
+
+class ModelNotFoundError(NotFoundError):
+    """404 ``model_not_found``: the gateway does not offer this model (or it is inactive)."""
+
+
+class TaskNotFoundError(NotFoundError):
+    """404 ``task_not_found``: no task with this id for this API key."""
+
+
+class RateLimitError(APIError):
+    """429 ``rate_limit_exceeded``. ``retry_after`` is the server's wait in seconds, if given.
+
+    The client retries these on its own; you see one only when retries ran out or the
+    server asked for a wait longer than ``RetryPolicy.max_retry_after``.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class SpendLimitError(APIError):
+    """429 ``spend_limit_exceeded``: the key's hourly/daily/total spend limit is reached.
+
+    Never retried: waiting a few seconds does not lift it.
+    """
+
+
+class InternalServerError(APIError):
+    """500 ``internal_error`` (and any other 5xx without a documented code)."""
+
+
+class UpstreamError(APIError):
+    """503 ``upstream_error``: the upstream provider refused or failed (credits are refunded)."""
+
+
+class MalformedResponseError(APIError):
+    """A success reply that is not the documented JSON (HTML, truncated, wrong shape)."""
+
+
+class APIConnectionError(WanError):
+    """No usable reply: the connection failed, was reset, or the reply was unreadable."""
+
+
+class APITimeoutError(APIConnectionError):
+    """The call took longer than the client's ``timeout``."""
+
+
+class AmbiguousSubmissionError(WanError):
+    """A create may or may not have made a (paid) task: the request reached the server
+    but no clear answer came back (connection reset, timeout, 5xx).
+
+    The client never resends such a create on its own, because a resend could pay twice.
+    What to do: look the task up later, or resend with the same ``idempotency_key``
+    (``create_task(..., idempotency_key=err.idempotency_key)``) on a gateway that honours
+    idempotency keys, or opt in with ``AsyncWanClient(resend_ambiguous_creates=True)``.
+    """
+
+    idempotency_key: str
+
+
+class NotSubmittedError(WanError):
+    """``fan_out`` did not submit this request because an earlier submission was refused
+    for the whole account (``cause``: insufficient credits or the spend limit). Nothing
+    was charged for it; submit it again once the cause is fixed."""
+
+    def __init__(self, cause: APIError) -> None:
+        self.cause = cause
+        super().__init__(f"not submitted: an earlier submission was refused with {cause}")
+
+
+class TaskFailedError(WanError):
+    """The task ended ``FAILED``; ``task`` is the final task and ``reason`` the server's reason.
+
+    Credits for a failed task are refunded by the server.
+    """
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.reason = task.error
+        super().__init__(f"task {task.id} failed: {task.error or 'no reason given'}")
+
+
+class WatchTimeoutError(WanError, TimeoutError):
+    """The caller's deadline passed before the task finished; ``task`` is the last seen."""
+
+    def __init__(self, task_id: str, timeout: float, task: Task | None) -> None:
+        self.task_id = task_id
+        self.timeout = timeout
+        self.task = task
+        last = f" (last seen {task.status.value})" if task is not None else ""
+        super().__init__(f"task {task_id} did not finish within {timeout:g} s{last}")
+
+
+_AMBIGUOUS: dict[type[WanError], type[WanError]] = {}
+
+
+def _ambiguous_class(base: type[WanError]) -> type[WanError]:
+    cls = _AMBIGUOUS.get(base)
+    if cls is None:
+        cls = _AMBIGUOUS[base] = type(f"Ambiguous{base.__name__}",
+                                      (base, AmbiguousSubmissionError), {})
+    return cls
+
+
+def as_ambiguous(err: WanError, idempotency_key: str) -> WanError:
+    """Return ``err`` re-typed so it is also an `AmbiguousSubmissionError`."""
+    cls = _ambiguous_class(type(err))
+    new = cls.__new__(cls)
+    new.__dict__.update(err.__dict__)
+    new.args = err.args
+    new.idempotency_key = idempotency_key  # type: ignore[attr-defined]
+    new.__cause__ = err.__cause__
+    return new
+
+
+_BY_CODE: dict[str, type[APIError]] = {
+    "invalid_request": BadRequestError,
+    "invalid_api_key": AuthenticationError,
+    "insufficient_credits": InsufficientCreditsError,
+    "ip_not_allowed": PermissionDeniedError,
+    "model_not_found": ModelNotFoundError,
+    "task_not_found": TaskNotFoundError,
+    "rate_limit_exceeded": RateLimitError,
+    "spend_limit_exceeded": SpendLimitError,
+    "internal_error": InternalServerError,
+    "upstream_error": UpstreamError,
+}
+
+_BY_STATUS: dict[int, type[APIError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: InsufficientCreditsError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    429: RateLimitError,
+    500: InternalServerError,
+    503: UpstreamError,
+}
+
+_HINTS: dict[type[APIError], str] = {
+    AuthenticationError: "check WAN_API_KEY (it must start with 'sk-' and be active)",
+    InsufficientCreditsError: "top up in Dashboard > Billing",
+    PermissionDeniedError: "add this machine's IP to the key's allowlist",
+    SpendLimitError: "raise the key's spend limit or wait for its period to end",
+}
+
+
+def _class_for(status: int, code: str | None) -> type[APIError]:
+    if code is not None and code in _BY_CODE:
+        cls = _BY_CODE[code]
+        # A code that contradicts the status (a 429 carrying "invalid_request") is
+        # believed only when the status agrees on the family; otherwise the status wins.
+        if status == 429 and cls not in (RateLimitError, SpendLimitError):
+            return RateLimitError
+        return cls
+    if status in _BY_STATUS:
+        return _BY_STATUS[status]
+    if status >= 500:
+        return InternalServerError
+    if status == 429:
+        return RateLimitError
+    return APIError
+
+
+def error_from_reply(
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    retry_after: float | None = None,
+) -> APIError:
+    """Build the right `APIError` for an error reply, whatever its body looks like.
+
+    The error envelope ``{"error": {"code", "message", "type"}}`` is used when present;
+    anything else (proxy HTML, empty, truncated JSON) still maps by HTTP status and keeps
+    the text, cut to `MAX_ERROR_TEXT` characters. Never raises.
+    """
+    code: str | None = None
+    etype: str | None = None
+    message: str | None = None
+    decoded: object
+    try:
+        decoded = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        decoded = body[:MAX_ERROR_TEXT].decode("utf-8", "replace")
+    if isinstance(decoded, dict):
+        err = decoded.get("error")
+        if isinstance(err, dict):
+            code = _str_or_none(err.get("code"))
+            etype = _str_or_none(err.get("type"))
+            message = _str_or_none(err.get("message"))
+        elif isinstance(err, str):
+            message = err
+        if message is None:
+            message = _str_or_none(decoded.get("msg")) or _str_or_none(decoded.get("message"))
+    cls = _class_for(status, code)
+    if message is None:
+        snippet = decoded.strip()[:200] if isinstance(decoded, str) else ""
+        message = f"unexpected HTTP {status} reply" + (f": {snippet!r}" if snippet else "")
+    hint = _HINTS.get(cls)
+    if hint:
+        message = f"{message} ({hint})"
+    request_id = request_id_of(headers)
+    kw: dict[str, Any] = {
+        "status_code": status,
+        "code": code,
+        "type": etype,
+        "body": decoded,
+        "request_id": request_id,
+        "headers": headers,
+    }
+    if cls is RateLimitError:
+        return RateLimitError(message, retry_after=retry_after, **kw)
+    return cls(message, **kw)
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "x-trace-id")
+
+
+def request_id_of(headers: Mapping[str, str]) -> str | None:
+    lowered = {key.lower(): value for key, value in headers.items()}
+    return next((lowered[name] for name in _REQUEST_ID_HEADERS if name in lowered), None)

@@ -1,0 +1,307 @@
+"""The one place HTTP happens: auth, the limiter, retries, Retry-After, size caps, errors.
+
+Every call of a client (create, get, credits, each poll of a watch) goes through
+`Transport.request`. The rules it keeps:
+
+* The API key is sent only to the base URL's origin; redirects are never followed.
+* A GET is retried on connection errors, timeouts, 5xx, malformed replies and 429
+  ``rate_limit_exceeded``.
+* A create is resent only when the server certainly made no task: a 429
+  ``rate_limit_exceeded``, or a connection that failed before the request was written.
+  Any other failure after the request was written raises an error that is also an
+  `AmbiguousSubmissionError`, unless the caller opted in to resending with the same
+  ``Idempotency-Key``.
+* 400, 401, 402, 403, 404 and 429 ``spend_limit_exceeded`` are never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, TypeVar
+
+import aiohttp
+from yarl import URL
+
+from ._config import MAX_RESPONSE_BYTES, RetryPolicy
+from ._errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    MalformedResponseError,
+    RateLimitError,
+    SpendLimitError,
+    WanError,
+    as_ambiguous,
+    error_from_reply,
+    request_id_of,
+)
+from ._limiter import RateLimiter
+from ._version import __version__
+from ._wire import decode_json, unwrap_envelope
+
+__all__ = ["Transport", "parse_retry_after"]
+
+_log = logging.getLogger("wan26_async")
+T = TypeVar("T")
+Parser = Callable[[dict[str, Any], int, Mapping[str, str]], T]
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN, inf
+        return None
+    return max(0.0, seconds)
+
+
+class _Retry(Exception):
+    """Internal: the attempt failed in a way that may be retried after ``delay``."""
+
+    def __init__(self, error: WanError, delay: float | None = None, *, sent: bool = False):
+        self.error = error
+        self.delay = delay
+        self.sent = sent  # the request reached the server: a create may have made a task
+
+
+class Transport:
+    """Sends API calls for one client. Owns (or borrows) one aiohttp session."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str,
+        timeout: float,
+        max_concurrency: int,
+        retry: RetryPolicy,
+        limiter: RateLimiter,
+        session: aiohttp.ClientSession | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
+        self.base_url = base_url
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "User-Agent": f"wan26-async/{__version__}",
+        }
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._max_concurrency = max_concurrency
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self.retry = retry
+        self.limiter = limiter
+        self._session = session
+        self._owns_session = session is None
+        self._max_bytes = max_response_bytes
+        self._closed = False
+        self._urls: dict[str, URL] = {}
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise APIConnectionError("the client is closed; create a new AsyncWanClient")
+        session = self._session
+        if session is None:
+            connector = aiohttp.TCPConnector(limit=self._max_concurrency, ttl_dns_cache=300)
+            session = self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, trust_env=False
+            )
+        elif session.closed:
+            raise APIConnectionError("the borrowed aiohttp session is closed")
+        return session
+
+    async def aclose(self) -> None:
+        """Close the owned session (a borrowed one is left open). Idempotent."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session and not session.closed:
+            await session.close()
+
+    def url(self, path: str) -> URL:
+        """The absolute URL of an API path (cached for the fixed paths)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = URL(self.base_url + path, encoded=True)
+            if len(self._urls) < 16:
+                self._urls[path] = url
+        return url
+
+    # -- one call ---------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        parse: Parser[T],
+        *,
+        body: bytes | None = None,
+        idempotency_key: str | None = None,
+        resend: bool = True,
+    ) -> T:
+        """Send one API call, retrying as the rules above allow, and parse its ``data``.
+
+        A call with an ``idempotency_key`` is a create: with ``resend`` False it is resent
+        only where no task can exist, and a failure after it was sent raises an error
+        that is also an `AmbiguousSubmissionError`.
+        """
+        url = self.url(path)
+        headers = self._headers
+        if idempotency_key is not None:
+            headers = {**headers, "Idempotency-Key": idempotency_key}
+        policy = self.retry
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(method, url, headers, body, parse,
+                                           idempotency_key, resend, path)
+            except _Retry as retry:
+                err = retry.error
+                if attempt >= policy.max_retries:
+                    if retry.sent and idempotency_key is not None:
+                        raise as_ambiguous(err, idempotency_key) from err.__cause__
+                    raise err from err.__cause__
+                delay = policy.backoff(attempt) if retry.delay is None else retry.delay
+                attempt += 1
+                if _log.isEnabledFor(logging.DEBUG):
+                    _log.debug("%s %s: retry %d in %.2f s after %s", method, path, attempt,
+                               delay, type(err).__name__)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+
+    async def _attempt(
+        self,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        parse: Parser[T],
+        key: str | None,
+        resend: bool,
+        path: str,
+    ) -> T:
+        session = self._get_session()
+        async with self._sem:
+            await self.limiter.acquire()
+            started = time.monotonic() if _log.isEnabledFor(logging.DEBUG) else 0.0
+            try:
+                async with session.request(
+                    method, url, data=body, headers=headers, allow_redirects=False,
+                    timeout=self._timeout,
+                ) as resp:
+                    status = resp.status
+                    reply_headers = resp.headers
+                    raw = await self._read(resp)
+            except (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError) as exc:
+                raise APIConnectionError(
+                    f"TLS failed for {self.base_url}: {exc} (certificates are always verified)"
+                ) from exc
+            except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
+                # The connection was never made: nothing was sent, so any call may retry.
+                raise _Retry(_connection_error(exc, self.base_url)) from exc
+            except asyncio.TimeoutError as exc:
+                timeout_err = APITimeoutError(
+                    f"no reply from {self.base_url} within {self._timeout.total:g} s")
+                timeout_err.__cause__ = exc
+                _after_send(timeout_err, key, resend)
+            except (aiohttp.ClientError, OSError) as exc:
+                conn_err = _connection_error(exc, self.base_url)
+                conn_err.__cause__ = exc
+                _after_send(conn_err, key, resend)
+        if started:
+            _log.debug("%s %s -> %d in %.3f s", method, path, status, time.monotonic() - started)
+        if 200 <= status < 300:
+            self.limiter.on_success()
+            try:
+                data = unwrap_envelope(decode_json(raw, status, reply_headers), status,
+                                       reply_headers)
+                return parse(data, status, reply_headers)
+            except MalformedResponseError as err:
+                _after_send(err, key, resend)
+            except APIError as err:
+                # An error envelope inside an HTTP 2xx: treat it like the status it names.
+                return await self._error(err, key, resend)
+        if 300 <= status < 400:
+            location = reply_headers.get("Location", "")
+            raise APIError(
+                f"the server redirected to {location!r}; redirects are not followed so the "
+                "API key never leaves base_url: set base_url to the final address",
+                status_code=status, request_id=request_id_of(reply_headers),
+                headers=reply_headers,
+            )
+        retry_after = parse_retry_after(reply_headers.get("Retry-After"))
+        reply_err = error_from_reply(status, raw, reply_headers, retry_after=retry_after)
+        return await self._error(reply_err, key, resend)
+
+    async def _error(self, err: APIError, key: str | None, resend: bool) -> NoReturn:
+        if isinstance(err, RateLimitError):
+            retry_after = err.retry_after
+            if retry_after is not None and retry_after > self.retry.max_retry_after:
+                raise err
+            await self.limiter.on_rate_limited(retry_after)
+            raise _Retry(err, delay=0.0)  # the limiter's gate does the waiting
+        self.limiter.on_success()
+        if isinstance(err, SpendLimitError) or not (err.status_code >= 500
+                                                    or err.status_code == 408):
+            raise err
+        _after_send(err, key, resend, parse_retry_after(err.headers.get("Retry-After")))
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+        length = resp.content_length
+        cap = self._max_bytes
+        if length is not None and "Content-Encoding" not in resp.headers:
+            if length > cap:
+                _too_large(resp, cap)
+            return await resp.read()
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in resp.content.iter_any():
+            total += len(chunk)
+            if total > cap:
+                _too_large(resp, cap)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _too_large(resp: aiohttp.ClientResponse, cap: int) -> NoReturn:
+    raise MalformedResponseError(
+        f"reply body is larger than {cap} bytes; refused (API replies are small JSON)",
+        status_code=resp.status, request_id=request_id_of(resp.headers), headers=resp.headers,
+    )
+
+
+def _connection_error(exc: BaseException, base_url: str) -> APIConnectionError:
+    detail = str(exc) or type(exc).__name__
+    return APIConnectionError(f"connection to {base_url} failed: {detail}")
+
+
+def _after_send(
+    err: WanError, key: str | None, resend: bool, delay: float | None = None
+) -> NoReturn:
+    """A failure after the request was written: retry it when allowed, else raise it,
+    marked ambiguous for a create (``key`` set) since the server may have made a task."""
+    if resend:
+        raise _Retry(err, delay, sent=True) from err.__cause__
+    if key is not None:
+        raise as_ambiguous(err, key) from err.__cause__
+    raise err
+
+
+def dumps(payload: Mapping[str, Any]) -> bytes:
+    """Compact JSON bytes for a request body."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
