@@ -262,7 +262,13 @@ def as_ambiguous(err: WanError, idempotency_key: str) -> WanError:
     cls = _ambiguous_class(type(err))
     new = cls.__new__(cls)
     new.__dict__.update(err.__dict__)
-    new.args = err.args
+    note = (f"; the request reached the server, so a task may exist (and be charged): it was "
+            f"not resent. Look it up later, or resend with idempotency_key={idempotency_key!r}")
+    if isinstance(new, APIError):
+        new.message += note
+        new.args = (new.message,)
+    else:
+        new.args = (f"{err.args[0] if err.args else err}{note}",)
     new.idempotency_key = idempotency_key  # type: ignore[attr-defined]
     new.__cause__ = err.__cause__
     return new

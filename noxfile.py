@@ -1,0 +1,39 @@
+"""The single entry point for tests, lint, type checks and benchmarks: ``nox -s NAME``."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = False
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (pass pytest arguments after --)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint every Python file of the repository."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install("-e", ".", "mypy>=1.10", "pytest>=8")
+    session.run("mypy", "--strict", "wan26_async")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks under benchmarks/ and print their figures."""
+    session.install("-e", ".")
+    scripts = session.posargs or ["benchmarks/throughput.py"]
+    for script in scripts:
+        session.run("python", script)

@@ -1,0 +1,130 @@
+"""The ``wan26`` command: a demo against the emulator, and one command per API call.
+
+    wan26 demo                      generations of every model against the built-in emulator
+    wan26 credits                   the account's balance
+    wan26 task TASK_ID              one query of a task
+    wan26 watch TASK_ID             status changes until the task ends (exit 0 completed, 1 failed)
+    wan26 fake-server --port 8123   the emulator, for your own tests
+
+The key comes from ``--api-key`` or ``$WAN_API_KEY``, the gateway from ``--base-url`` or
+``$WAN_BASE_URL``. Errors print one line (a traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .._client import AsyncWanClient
+from .._errors import WanError
+from .._models import Task
+from .._version import __version__
+
+__all__ = ["main"]
+
+
+def _client(args: argparse.Namespace) -> AsyncWanClient:
+    return AsyncWanClient(api_key=args.api_key, base_url=args.base_url)
+
+
+def _task_json(task: Task) -> dict[str, Any]:
+    return {"id": task.id, "status": task.status.value, "video_url": task.video_url,
+            "error": task.error, "raw": dict(task.raw)}
+
+
+async def _credits(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        credits = await client.get_credits()
+    print(json.dumps({"balance": credits.balance}) if args.json else f"{credits.balance:g}")
+    return 0
+
+
+async def _task(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        task = await client.get_task(args.task_id)
+    if args.json:
+        print(json.dumps(_task_json(task)))
+    else:
+        print(f"{task.id}  {task.status_text or task.status.value}"
+              + (f"  {task.video_url}" if task.video_url else "")
+              + (f"  ({task.error})" if task.error else ""))
+    return 0
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    last: Task | None = None
+    async with _client(args) as client:
+        async for event in client.watch(args.task_id, timeout=args.timeout):
+            last = event.task
+            if args.json:
+                print(json.dumps({"elapsed": round(event.elapsed, 3),
+                                  "status": event.status.value,
+                                  "previous": event.previous and event.previous.value,
+                                  "task": _task_json(event.task)}), flush=True)
+            else:
+                print(f"{event.elapsed:6.1f}s  {event.status.value}", flush=True)
+    if last is not None and last.video_url and not args.json:
+        print(last.video_url)
+    return 0 if last is not None and last.status.value == "completed" else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return asyncio.run(run_demo(json_output=args.json))
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--api-key", help="API key (default: $WAN_API_KEY)")
+    common.add_argument("--base-url", help="gateway URL (default: $WAN_BASE_URL or the public one)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("--debug", action="store_true", help="debug logs and full tracebacks")
+    parser = argparse.ArgumentParser(prog="wan26", description=__doc__.split("\n\n")[0],
+                                     parents=[common])
+    parser.add_argument("--version", action="version", version=f"wan26-async {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("demo", parents=[common],
+                   help="generations of every model against the built-in emulator")
+    sub.add_parser("credits", parents=[common], help="show the credit balance")
+    p = sub.add_parser("task", parents=[common], help="query one task")
+    p.add_argument("task_id")
+    p = sub.add_parser("watch", parents=[common], help="follow a task until it ends")
+    p.add_argument("task_id")
+    p.add_argument("--timeout", type=float, default=None, help="give up after S seconds")
+    # Listed for --help; its own options are parsed by the emulator's command line.
+    sub.add_parser("fake-server", add_help=False,
+                   help="run the API emulator (wan26 fake-server --help for its options)")
+    return parser
+
+
+_COMMANDS = {"credits": _credits, "task": _task, "watch": _watch}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``wan26`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["fake-server"]:
+        from ..testing._cli import main as fake_server_main
+
+        return fake_server_main(argv[1:])
+    args = _parser().parse_args(argv)
+    if args.debug:
+        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
+    try:
+        if args.command == "demo":
+            return _demo(args)
+        return asyncio.run(_COMMANDS[args.command](args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (WanError, ValueError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,102 @@
+"""``wan26 demo``: a few generations of every model against the in-process emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from .._client import AsyncWanClient
+from .._errors import WanError
+from .._models import TaskStatus
+from .._requests import ImageToVideo, ReferenceToVideo, TextToVideo, VideoRequest
+from .._watch import PollPolicy
+
+__all__ = ["demo_requests", "run_demo"]
+
+_SHORT = {
+    "wan-2.6-text-to-video": "t2v",
+    "wan-2.6-image-to-video": "i2v",
+    "wan-2.6-reference-to-video": "r2v",
+}
+
+
+def demo_requests() -> list[VideoRequest]:
+    """Two generations of each model, and one the emulator refuses (to show a refund)."""
+    img = "https://example.com/first-frame.png"
+    return [
+        TextToVideo(prompt="A small robot walks through a rainy neon alley", duration=5),
+        TextToVideo(prompt="Waves at dawn, slow aerial shot", resolution="720p", duration=3,
+                    aspect_ratio="9:16"),
+        ImageToVideo(prompt="The subject turns toward the camera", image_urls=[img],
+                     duration=5),
+        ImageToVideo(prompt="Leaves drift across the frame", image_urls=[img],
+                     resolution="720p", duration=4),
+        ReferenceToVideo(prompt="character1 walks into the room and speaks to character2.",
+                         image_urls=["https://example.com/character1.png"],
+                         video_urls=["https://example.com/character2.mp4"], duration=8,
+                         shot_type="multi"),
+        ReferenceToVideo(prompt="character1 waves", image_urls=[img], resolution="720p",
+                         duration=3),
+        TextToVideo(prompt="[fail] something the provider refuses", resolution="720p",
+                    duration=2),
+    ]
+
+
+async def run_demo(*, json_output: bool = False, time_scale: float = 0.1) -> int:
+    """Run the demo; returns the exit status (0 when it behaved as expected)."""
+    from ..testing import FakeWanServer
+
+    def say(line: str, **record: object) -> None:
+        if json_output:
+            print(json.dumps(record), flush=True)
+        else:
+            print(line, flush=True)
+
+    async with FakeWanServer(time_scale=time_scale, pending_seconds=0.5) as server:
+        say(f"emulator listening on {server.base_url} (no key or network needed)",
+            event="start", base_url=server.base_url)
+        poll = PollPolicy(initial=0.1, multiplier=1.5, max_interval=0.5)
+        async with AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
+                                  poll=poll) as client:
+            before = (await client.get_credits()).balance
+            started = time.monotonic()
+            results = await asyncio.gather(
+                *(_one(client, i, request, started, say)
+                  for i, request in enumerate(demo_requests(), 1))
+            )
+            after = (await client.get_credits()).balance
+    completed = sum(1 for status in results if status is TaskStatus.COMPLETED)
+    failed = len(results) - completed
+    say(f"done in {time.monotonic() - started:.1f}s: {completed} completed, {failed} failed "
+        f"(refunded); credits spent: {before - after:g}",
+        event="summary", completed=completed, failed=failed, credits_spent=before - after)
+    return 0 if completed == len(results) - 1 else 1
+
+
+async def _one(client: AsyncWanClient, n: int, request: VideoRequest, started: float,
+               say: object) -> TaskStatus | None:
+    assert callable(say)
+    name = f"#{n} {_SHORT.get(request.model, request.model)}"
+    try:
+        task = await client.create_task(request)
+    except WanError as exc:
+        say(f"{time.monotonic() - started:5.1f}s  {name:<7} not submitted: {exc}",
+            event="error", n=n, error=str(exc))
+        return None
+    say(f"{time.monotonic() - started:5.1f}s  {name:<7} {task.id[:8]}  submitted "
+        f"({request.estimated_credits} credits)", event="submitted", n=n, task_id=task.id,
+        credits=request.estimated_credits)
+    status: TaskStatus | None = None
+    async for event in client.watch(task.id):
+        status = event.status
+        extra = ""
+        if status is TaskStatus.COMPLETED:
+            extra = f"  {event.task.video_url}"
+        elif status is TaskStatus.FAILED:
+            extra = f"  ({(event.task.error or '').rstrip('.')}; credits refunded)"
+        say(f"{time.monotonic() - started:5.1f}s  {name:<7} {task.id[:8]}  "
+            f"{event.previous.value if event.previous else 'new'} -> {status.value}{extra}",
+            event="status", n=n, task_id=task.id, status=status.value,
+            previous=event.previous.value if event.previous else None)
+    return status
