@@ -62,3 +62,10 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(0.005)
+
+
+def client_tasks() -> set[asyncio.Task[Any]]:
+    """The running asyncio tasks, less the emulator's own connection handlers (it runs on
+    the same loop in these tests), so a test can prove the client left nothing behind."""
+    return {t for t in asyncio.all_tasks()
+            if "RequestHandler" not in t.get_coro().__qualname__}  # type: ignore[union-attr]

@@ -1,0 +1,211 @@
+"""watch, wait, generate and fan_out against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+import wan26_async as wan
+from wan26_async.testing import Fault, FakeWanServer
+
+from .conftest import FAST, FAST_POLL, FAST_RETRY, client_tasks
+
+S = wan.TaskStatus
+
+
+def statuses(events: list[wan.TaskEvent]) -> list[tuple[S | None, S]]:
+    return [(e.previous, e.status) for e in events]
+
+
+async def test_watch_yields_each_status_change_once_and_stops() -> None:
+    async with FakeWanServer(time_scale=0.02, pending_seconds=10) as server:  # 0.2 s pending
+        async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
+                                      poll=FAST_POLL) as client:
+            task = await client.create_task(wan.TextToVideo(prompt="p", resolution="720p",
+                                                            duration=2))
+            events = [e async for e in client.watch(task.id)]
+    assert statuses(events) == [(None, S.PENDING), (S.PENDING, S.PROCESSING),
+                                (S.PROCESSING, S.COMPLETED)]
+    assert all(e.task_id == task.id for e in events)
+    assert [e.elapsed for e in events] == sorted(e.elapsed for e in events)
+    assert events[-1].task.video_url and events[-1].is_terminal
+
+
+async def test_a_task_already_completed_gives_one_event(
+    client: wan.AsyncWanClient, server: FakeWanServer
+) -> None:
+    task = await client.create_task(wan.TextToVideo(prompt="p", resolution="720p", duration=2))
+    await client.wait(task.id)
+    events = [e async for e in client.watch(task.id)]
+    assert statuses(events) == [(None, S.COMPLETED)]
+
+
+async def test_a_failed_task_ends_the_watch_with_failed(client: wan.AsyncWanClient) -> None:
+    task = await client.create_task(wan.TextToVideo(prompt="[fail] p", duration=2))
+    events = [e async for e in client.watch(task.id)]
+    assert events[-1].status is S.FAILED and events[-1].task.error
+    assert [e.status for e in events].count(S.FAILED) == 1
+
+
+async def test_upper_case_statuses_are_understood(
+    client: wan.AsyncWanClient, server: FakeWanServer
+) -> None:
+    task = await client.create_task(wan.TextToVideo(prompt="p"))
+    server.inject("get", Fault.unknown_status("PENDING"))
+    server.inject("get", Fault.unknown_status("Processing"))
+    events = [e async for e in client.watch(task.id)]
+    assert statuses(events)[:2] == [(None, S.PENDING), (S.PENDING, S.PROCESSING)]
+    assert events[-1].status is S.COMPLETED
+
+
+async def test_unknown_status_is_logged_and_polled_past(
+    client: wan.AsyncWanClient, server: FakeWanServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    task = await client.create_task(wan.TextToVideo(prompt="p", resolution="720p", duration=2))
+    server.inject("get", Fault.unknown_status("queued_for_review"), times=2)
+    events = [e async for e in client.watch(task.id)]
+    assert S.UNKNOWN not in [e.status for e in events]
+    assert events[-1].status is S.COMPLETED
+    assert "queued_for_review" in caplog.text
+    assert any(r.levelno == logging.WARNING for r in caplog.records)
+
+
+@pytest.mark.parametrize("fault", [
+    Fault.error(500, "internal_error"), Fault.error(503, "upstream_error"),
+    Fault.error(429, "rate_limit_exceeded", retry_after="0"), Fault.html(502),
+    Fault.truncated(), Fault.drop_before(), Fault.empty(500),
+])
+async def test_transient_faults_mid_watch_give_the_same_events(
+    server: FakeWanServer, fault: Fault
+) -> None:
+    # no per-call retries: the watch itself must ride the faults out
+    async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
+                                  poll=FAST_POLL, max_retries=0) as client:
+        task = await client.create_task(wan.TextToVideo(prompt="p", resolution="720p",
+                                                        duration=2))
+        server.inject("get", fault, times=3)
+        events = [e async for e in client.watch(task.id)]
+    assert [e.status for e in events] in ([S.PENDING, S.PROCESSING, S.COMPLETED],
+                                          [S.PROCESSING, S.COMPLETED], [S.COMPLETED])
+
+
+async def test_task_not_found_is_raised_from_the_watch(client: wan.AsyncWanClient) -> None:
+    with pytest.raises(wan.TaskNotFoundError):
+        async for _ in client.watch("nope"):
+            pass
+
+
+async def test_watch_timeout_raises_with_the_last_task(client: wan.AsyncWanClient) -> None:
+    task = await client.create_task(wan.TextToVideo(prompt="p", duration=15))  # 0.3 s
+    seen = []
+    with pytest.raises(wan.WatchTimeoutError) as info:
+        async for event in client.watch(task.id, timeout=0.1):
+            seen.append(event)
+    assert info.value.task is not None and info.value.task.id == task.id
+    assert not info.value.task.done and seen
+
+
+async def test_leaving_a_watch_early_stops_polling(
+    client: wan.AsyncWanClient, server: FakeWanServer
+) -> None:
+    task = await client.create_task(wan.TextToVideo(prompt="p", duration=15))
+    watch = client.watch(task.id)
+    async for _ in watch:
+        break
+    await watch.aclose()  # type: ignore[attr-defined]
+    polls = len(server.requests)
+    await asyncio.sleep(0.2)
+    assert len(server.requests) == polls
+
+
+async def test_cancelling_a_wait_leaves_no_stray_tasks(client: wan.AsyncWanClient) -> None:
+    task = await client.create_task(wan.TextToVideo(prompt="p", duration=15))
+    before = client_tasks()
+    waiter = asyncio.ensure_future(client.wait(task.id))
+    await asyncio.sleep(0.05)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await asyncio.sleep(0)
+    assert client_tasks() - before == set()
+    assert (await client.get_task(task.id)).id == task.id  # the client still works
+
+
+async def test_generate_returns_the_completed_task(client: wan.AsyncWanClient) -> None:
+    task = await client.generate(wan.ImageToVideo(prompt="p", image_urls=["https://a/b.png"],
+                                                  resolution="720p", duration=2))
+    assert task.status is S.COMPLETED and task.video_url
+
+
+async def test_generate_raises_task_failed(client: wan.AsyncWanClient) -> None:
+    with pytest.raises(wan.TaskFailedError) as info:
+        await client.generate(wan.TextToVideo(prompt="[fail]", duration=2))
+    assert info.value.task.status is S.FAILED
+
+
+# -- fan_out ------------------------------------------------------------------------------
+
+
+async def test_fan_out_gives_one_outcome_per_request_with_failures_isolated() -> None:
+    async with FakeWanServer(failure_rate=0.3, seed=7, **FAST) as server:
+        async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
+                                      poll=FAST_POLL, retry=FAST_RETRY) as client:
+            requests = [wan.TextToVideo(prompt=f"p{i}", resolution="720p", duration=2)
+                        for i in range(40)]
+            outcomes = [o async for o in client.fan_out(requests, concurrency=16)]
+    assert sorted(o.index for o in outcomes) == list(range(40))
+    failed = [o for o in outcomes if not o.ok]
+    assert failed and all(isinstance(o.error, wan.TaskFailedError) for o in failed)
+    assert all(o.request is requests[o.index] for o in outcomes)
+    assert len(server.tasks) == 40  # each submitted exactly once
+
+
+async def test_fan_out_ordered_yields_in_input_order(client: wan.AsyncWanClient) -> None:
+    requests = [wan.TextToVideo(prompt="p", resolution="720p", duration=d)
+                for d in (6, 2, 4, 3)]
+    outcomes = [o async for o in client.fan_out(requests, ordered=True)]
+    assert [o.index for o in outcomes] == [0, 1, 2, 3]
+
+
+async def test_fan_out_stops_submitting_after_insufficient_credits() -> None:
+    async with FakeWanServer(credits=200 * 3, **FAST) as server:
+        async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
+                                      poll=FAST_POLL, retry=FAST_RETRY) as client:
+            requests = [wan.TextToVideo(prompt=f"p{i}") for i in range(8)]  # 200 each
+            outcomes = [o async for o in client.fan_out(requests, concurrency=1)]
+    assert sorted(o.index for o in outcomes) == list(range(8))
+    assert sum(o.ok for o in outcomes) == 3
+    errors = [o.error for o in sorted(outcomes, key=lambda o: o.index)[3:]]
+    assert isinstance(errors[0], wan.InsufficientCreditsError)
+    assert all(isinstance(e, wan.NotSubmittedError) for e in errors[1:])
+    assert len(server.tasks) == 3
+
+
+async def test_fan_out_takes_payload_dicts_and_reports_invalid_ones(
+    client: wan.AsyncWanClient,
+) -> None:
+    outcomes = [o async for o in client.fan_out([
+        {"model": "wan-2.6-text-to-video", "input": {"prompt": "p", "duration": 2,
+                                                     "resolution": "720p"}},
+        {"model": "wan-2.6-text-to-video", "input": {"prompt": "p", "duration": 99}},
+    ], ordered=True)]
+    assert outcomes[0].ok
+    assert isinstance(outcomes[1].error, wan.ValidationError)
+
+
+async def test_breaking_out_of_fan_out_cancels_the_rest(
+    client: wan.AsyncWanClient, server: FakeWanServer
+) -> None:
+    before = client_tasks()
+    requests = [wan.TextToVideo(prompt="p", duration=d) for d in (2, 15, 15, 15)]
+    stream = client.fan_out(requests, concurrency=4)
+    async for _ in stream:
+        break
+    await stream.aclose()  # type: ignore[attr-defined]
+    await asyncio.sleep(0)
+    assert client_tasks() - before == set()
+    polls = len(server.requests)
+    await asyncio.sleep(0.1)
+    assert len(server.requests) == polls
