@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 
 import wan26_async as wan
-from wan26_async.testing import Fault, FakeWanServer, TokenBucket
+from wan26_async.testing import FakeWanServer, Fault, TokenBucket
 
-from .conftest import FAST, FAST_POLL, FAST_RETRY
+from .conftest import FAST, FAST_RETRY
 from .test_requests import I2V_EXAMPLE, R2V_EXAMPLE, T2V_EXAMPLE
 
 HOOK = "https://your-server.com/webhook"
@@ -331,7 +331,7 @@ async def test_one_429_pauses_every_caller_once(server: FakeWanServer) -> None:
                                   rate_limiter=limiter, retry=FAST_RETRY) as client:
         server.inject("credits", Fault.error(429, "rate_limit_exceeded", retry_after="1"))
         first = asyncio.ensure_future(client.get_credits())
-        while limiter.paused_until == 0:  # the 429 has arrived and closed the gate
+        while limiter.paused_until == 0:  # noqa: ASYNC110 - wait for the 429 to close the gate
             await asyncio.sleep(0.001)
         gate = limiter.paused_until
         n_before = len(server.requests)
@@ -405,7 +405,7 @@ async def test_the_key_never_appears_in_debug_logs(
         await client.get_credits()
         task = await client.create_task(wan.TextToVideo(prompt="p"))
         await client.get_task(task.id)
-    assert any("wan26_async" == r.name for r in caplog.records)
+    assert any(r.name == "wan26_async" for r in caplog.records)
     assert server.api_key not in caplog.text
     assert server.api_key[3:] not in caplog.text
 

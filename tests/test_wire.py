@@ -175,7 +175,7 @@ async def test_task_ids_are_escaped_into_the_path() -> None:
         mock.get(re.compile(r".*"), payload={"code": 200, "data": {"status": "pending"}})
         async with _client() as client:
             task = await client.get_task("../credits")
-        ((method, url),) = mock.requests
+        ((_method, url),) = mock.requests
         assert str(url) == f"{BASE}/v1/tasks/..%2Fcredits"
         assert task.id == "../credits"
 

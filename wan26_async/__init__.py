@@ -7,6 +7,7 @@
         print(task.video_url)
 """
 
+from ._callbacks import CallbackReceiver
 from ._client import AsyncWanClient
 from ._config import RetryPolicy
 from ._errors import (
@@ -56,6 +57,7 @@ __all__ = [
     "AsyncWanClient",
     "AuthenticationError",
     "BadRequestError",
+    "CallbackReceiver",
     "ConfigurationError",
     "Credits",
     "ImageToVideo",

@@ -30,13 +30,13 @@ from ._limiter import InProcessRateLimiter, RateLimiter
 from ._models import Credits, Outcome, Task, TaskEvent, TaskStatus
 from ._requests import VideoRequest
 from ._transport import Transport, dumps
-from ._watch import PollPolicy, watch_task
+from ._watch import PollPolicy, PushSource, watch_task
 from ._wire import parse_create_reply, parse_credits, parse_task
 
 __all__ = ["AsyncWanClient"]
 
 
-class CallbackSource(Protocol):
+class CallbackSource(PushSource, Protocol):
     """What a client needs of a callback receiver (see ``wan.CallbackReceiver``)."""
 
     @property
@@ -242,7 +242,8 @@ class AsyncWanClient:
                 print(f"{event.elapsed:5.1f}s {event.previous} -> {event.status}")
         """
         _task_path(task_id)
-        return watch_task(task_id, self.get_task, poll=poll or self.poll, timeout=timeout)
+        return watch_task(task_id, self.get_task, poll=poll or self.poll, timeout=timeout,
+                          push=self.callbacks)
 
     async def wait(self, task_id: str, *, timeout: float | None = None,
                    poll: PollPolicy | None = None) -> Task:
