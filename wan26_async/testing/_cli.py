@@ -1,0 +1,141 @@
+"""The emulator as a process: ``wan26 fake-server`` and ``python -m wan26_async.testing``.
+
+Prints one line, ``FakeWanServer listening on http://127.0.0.1:8123 (api key sk-...)``,
+flushed so a parent process can read it, then serves until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ._config import FixedWindow, TokenBucket
+from ._server import DEFAULT_API_KEY, FakeWanServer
+
+__all__ = ["add_arguments", "main", "run_forever", "serve_forever", "server_from_args"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the fake-server options to `parser` (e.g. a ``wan26`` subcommand's)."""
+    parser.add_argument("--host", default="127.0.0.1", help="interface (default %(default)s)")
+    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one")
+    parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="the valid key")
+    parser.add_argument(
+        "--forbidden-key", action="append", default=[], metavar="KEY",
+        help="a key answered with 403 ip_not_allowed (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--credits", type=float, default=100_000, help="initial balance")
+    parser.add_argument(
+        "--time-scale", type=float, default=1.0, help="multiplies every task duration"
+    )
+    parser.add_argument("--pending-seconds", type=float, default=1.0)
+    parser.add_argument(
+        "--processing-seconds", type=float, default=None,
+        help="fixed processing time (default: duration x 4 at 1080p, x 2.5 at 720p)",
+    )  # fmt: skip
+    parser.add_argument("--failure-rate", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--spend-limit", type=float, default=None)
+    bucket = parser.add_argument_group("token bucket rate limit")
+    bucket.add_argument("--rate-limit", type=float, metavar="RATE", help="requests per second")
+    bucket.add_argument("--burst", type=int, metavar="N", help="bucket size (default: RATE)")
+    bucket.add_argument("--retry-after", type=float, default=1.0, metavar="S")
+    window = parser.add_argument_group("fixed window rate limit")
+    window.add_argument("--window-limit", type=int, metavar="N", help="requests per window")
+    window.add_argument("--window", type=float, default=60.0, metavar="S", help="window length")
+
+
+def server_from_args(args: argparse.Namespace) -> FakeWanServer:
+    """Build the server described by options parsed with `add_arguments`."""
+    if args.rate_limit is not None and args.window_limit is not None:
+        raise ValueError("use either --rate-limit or --window-limit, not both")
+    if args.burst is not None and args.rate_limit is None:
+        raise ValueError("--burst needs --rate-limit")
+    rate_limit: TokenBucket | FixedWindow | None = None
+    if args.rate_limit is not None:
+        burst = args.burst if args.burst is not None else max(1, math.ceil(args.rate_limit))
+        rate_limit = TokenBucket(rate=args.rate_limit, burst=burst, retry_after=args.retry_after)
+    elif args.window_limit is not None:
+        rate_limit = FixedWindow(limit=args.window_limit, window=args.window)
+    return FakeWanServer(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        forbidden_keys=args.forbidden_key,
+        credits=args.credits,
+        time_scale=args.time_scale,
+        pending_seconds=args.pending_seconds,
+        processing_seconds=args.processing_seconds,
+        failure_rate=args.failure_rate,
+        seed=args.seed,
+        spend_limit=args.spend_limit,
+        rate_limit=rate_limit,
+    )
+
+
+def announce(server: FakeWanServer) -> None:
+    """Print the line a parent process waits for, and flush it."""
+    print(f"FakeWanServer listening on {server.base_url} (api key {server.api_key})", flush=True)
+
+
+async def serve_forever(
+    server: FakeWanServer,
+    *,
+    on_ready: Callable[[FakeWanServer], None] | None = announce,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run `server` until SIGINT/SIGTERM (or until `stop` is set), then stop it cleanly.
+
+    `on_ready` is called once it listens (by default it prints the listening line).
+    """
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue  # Windows, or not the main thread: Ctrl-C raises KeyboardInterrupt
+        installed.append(sig)
+    try:
+        async with server:
+            if on_ready is not None:
+                on_ready(server)
+            await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def run_forever(**kwargs: Any) -> None:
+    """Build ``FakeWanServer(**kwargs)``, print where it listens, serve until Ctrl-C."""
+    server = FakeWanServer(**kwargs)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_forever(server))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m wan26_async.testing``; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="wan26 fake-server", description="Run the Wan 2.6 API emulator until Ctrl-C."
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        server = server_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        asyncio.run(serve_forever(server))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"fake-server: {exc}", file=sys.stderr)
+        return 1
+    return 0
