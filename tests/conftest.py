@@ -31,7 +31,8 @@ if "stream_writer" in inspect.signature(aiohttp.ClientResponse.__init__).paramet
 
 #: Fast timing for tests: a 5 s 1080p task takes 20 s * 0.005 = 0.1 s.
 FAST = {"time_scale": 0.005, "pending_seconds": 0.02}
-FAST_POLL = wan.PollPolicy(initial=0.01, multiplier=1.5, max_interval=0.05, jitter=0.1)
+FAST_POLL = wan.PollPolicy(initial=0.01, multiplier=1.5, max_interval=0.05, jitter=0.1,
+                           scout_interval=0.01, settle=0.005)
 FAST_RETRY = wan.RetryPolicy(max_retries=5, initial_backoff=0.01, max_backoff=0.05)
 
 

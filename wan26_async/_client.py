@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Protocol
@@ -28,12 +30,15 @@ from ._config import (
 from ._errors import ConfigurationError, TaskFailedError, ValidationError
 from ._limiter import InProcessRateLimiter, RateLimiter
 from ._models import Credits, Outcome, Task, TaskEvent, TaskStatus
-from ._requests import VideoRequest
+from ._requests import DEFAULT_DURATION, Resolution, VideoRequest
 from ._transport import Transport, dumps
-from ._watch import PollPolicy, PushSource, watch_task
+from ._watch import PollPlanner, PollPolicy, PushSource, WatchPlan, watch_task
 from ._wire import parse_create_reply, parse_credits, parse_task
 
 __all__ = ["AsyncWanClient"]
+
+#: How many recently created tasks the client remembers for its poll schedule.
+_MAX_PLANS = 100_000
 
 
 class CallbackSource(PushSource, Protocol):
@@ -144,6 +149,9 @@ class AsyncWanClient:
         self.rate_limiter = rate_limiter or InProcessRateLimiter()
         self.callbacks = callbacks
         self.resend_ambiguous_creates = resend_ambiguous_creates
+        self._planner = PollPlanner()
+        # Shape and creation time of recent tasks, for the learned poll schedule.
+        self._plans: OrderedDict[str, WatchPlan] = OrderedDict()
         self._transport = Transport(
             api_key=key,
             base_url=url,
@@ -214,8 +222,17 @@ class AsyncWanClient:
         )
         if self.callbacks is not None:
             self.callbacks.expect(task_id)
+        self._remember(task_id, request)
         return Task(id=task_id, status=TaskStatus.PENDING, status_text="pending",
                     model=request.model, raw={"taskId": task_id})
+
+    def _remember(self, task_id: str, request: VideoRequest) -> None:
+        shape = (request.model, (request.resolution or Resolution.P1080).value,
+                 request.duration or DEFAULT_DURATION)
+        self._plans[task_id] = WatchPlan(self._planner, shape,
+                                         asyncio.get_running_loop().time())
+        if len(self._plans) > _MAX_PLANS:
+            self._plans.popitem(last=False)
 
     async def get_task(self, task_id: str) -> Task:
         """The task as the server sees it now. Raises `TaskNotFoundError` for an unknown id."""
@@ -243,7 +260,7 @@ class AsyncWanClient:
         """
         _task_path(task_id)
         return watch_task(task_id, self.get_task, poll=poll or self.poll, timeout=timeout,
-                          push=self.callbacks)
+                          push=self.callbacks, plan=self._plans.get(task_id))
 
     async def wait(self, task_id: str, *, timeout: float | None = None,
                    poll: PollPolicy | None = None) -> Task:

@@ -56,7 +56,8 @@ async def run_demo(*, json_output: bool = False, time_scale: float = 0.1) -> int
     async with FakeWanServer(time_scale=time_scale, pending_seconds=0.5) as server:
         say(f"emulator listening on {server.base_url} (no key or network needed)",
             event="start", base_url=server.base_url)
-        poll = PollPolicy(initial=0.1, multiplier=1.5, max_interval=0.5)
+        poll = PollPolicy(initial=0.2, multiplier=1.5, max_interval=1.0, scout_interval=0.1,
+                          settle=0.05)
         async with AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
                                   poll=poll) as client:
             before = (await client.get_credits()).balance
