@@ -8,7 +8,7 @@ import logging
 import pytest
 
 import wan26_async as wan
-from wan26_async.testing import Fault, FakeWanServer
+from wan26_async.testing import FakeWanServer, Fault
 
 from .conftest import FAST, FAST_POLL, FAST_RETRY, client_tasks
 

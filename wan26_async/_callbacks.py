@@ -35,7 +35,8 @@ MAX_CALLBACK_BYTES = 64 * 1024
 #: How many finished tasks are remembered, to acknowledge their late duplicates.
 _FINISHED_MEMORY = 100_000
 #: The safety-net polling of a pushed watch: a lost callback still ends it, later.
-DEFAULT_SAFETY_POLL = PollPolicy(initial=15.0, multiplier=2.0, max_interval=60.0, jitter=0.1)
+DEFAULT_SAFETY_POLL = PollPolicy(initial=30.0, multiplier=2.0, max_interval=120.0, jitter=0.1,
+                                 learn=False)
 
 
 class CallbackReceiver:
