@@ -4,6 +4,7 @@
     wan26 credits                   the account's balance
     wan26 task TASK_ID              one query of a task
     wan26 watch TASK_ID             status changes until the task ends (exit 0 completed, 1 failed)
+    wan26 batch JOBS.jsonl --out R  one generation per line, resumable (exit 0 all done)
     wan26 fake-server --port 8123   the emulator, for your own tests
 
 The key comes from ``--api-key`` or ``$WAN_API_KEY``, the gateway from ``--base-url`` or
@@ -73,6 +74,24 @@ async def _watch(args: argparse.Namespace) -> int:
     return 0 if last is not None and last.status.value == "completed" else 1
 
 
+async def _batch(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .._batch import load_jobs, run_batch
+    from ._progress import BatchReporter
+
+    jobs = load_jobs(Path(args.file))
+    reporter = BatchReporter(json_output=args.json)
+    async with _client(args) as client:
+        summary = await run_batch(
+            client, jobs, Path(args.out), concurrency=args.concurrency,
+            journal_path=Path(args.journal) if args.journal else None,
+            resend_ambiguous=args.resend_ambiguous, on_progress=reporter.update,
+        )
+    reporter.finish(summary)
+    return 0 if summary.complete else 3
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
@@ -97,13 +116,21 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("watch", parents=[common], help="follow a task until it ends")
     p.add_argument("task_id")
     p.add_argument("--timeout", type=float, default=None, help="give up after S seconds")
+    p = sub.add_parser("batch", parents=[common], help="run one generation per JSONL line")
+    p.add_argument("file", help="JSONL: one {\"model\": ..., \"input\": {...}} per line")
+    p.add_argument("--out", required=True, help="JSONL results, one line per job")
+    p.add_argument("--concurrency", type=int, default=16, help="jobs in flight (default 16)")
+    p.add_argument("--journal", help="journal path (default: OUT.journal)")
+    p.add_argument("--resend-ambiguous", action="store_true",
+                   help="resend creates that may have reached the server, with the same "
+                        "idempotency key (only on a gateway that honours it)")
     # Listed for --help; its own options are parsed by the emulator's command line.
     sub.add_parser("fake-server", add_help=False,
                    help="run the API emulator (wan26 fake-server --help for its options)")
     return parser
 
 
-_COMMANDS = {"credits": _credits, "task": _task, "watch": _watch}
+_COMMANDS = {"credits": _credits, "task": _task, "watch": _watch, "batch": _batch}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

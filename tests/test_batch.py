@@ -1,0 +1,138 @@
+"""wan26 batch: validated up front, one result per job, resumable after a kill."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import wan26_async as wan
+from wan26_async._batch import BatchError, Journal, load_jobs, run_batch
+from wan26_async.testing import FakeWanServer
+
+from .conftest import FAST, FAST_POLL, FAST_RETRY
+
+
+def write_jobs(path: Path, n: int, *, bad: dict[int, str] | None = None) -> Path:
+    lines = []
+    for i in range(1, n + 1):
+        if bad and i in bad:
+            lines.append(bad[i])
+            continue
+        model = ["wan-2.6-text-to-video", "wan-2.6-image-to-video",
+                 "wan-2.6-reference-to-video"][i % 3]
+        inp: dict[str, object] = {"prompt": f"job {i}", "duration": 2, "resolution": "720p"}
+        if model != "wan-2.6-text-to-video":
+            inp["image_urls"] = ["https://example.com/a.png"]
+        lines.append(json.dumps({"model": model, "input": inp}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def results(out: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def client_for(server: FakeWanServer) -> wan.AsyncWanClient:
+    return wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
+                              poll=FAST_POLL, retry=FAST_RETRY)
+
+
+async def test_every_job_gets_one_result_line_and_a_rerun_submits_nothing(
+    server: FakeWanServer, tmp_path: Path
+) -> None:
+    jobs = load_jobs(write_jobs(tmp_path / "jobs.jsonl", 9))
+    out = tmp_path / "out.jsonl"
+    async with client_for(server) as client:
+        summary = await run_batch(client, jobs, out, concurrency=4)
+        assert summary.complete and summary.progress.completed == 9
+        assert sorted(r["line"] for r in results(out)) == list(range(1, 10))
+        assert all(r["status"] == "completed" and r["video_url"] for r in results(out))
+        creates = server.stats.creates_accepted
+        again = await run_batch(client, jobs, out, concurrency=4)
+    assert again.complete and again.progress.done_before == 9
+    assert server.stats.creates_accepted == creates == 9
+    assert len(results(out)) == 9
+
+
+def test_invalid_lines_are_reported_with_line_numbers_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
+    path = write_jobs(tmp_path / "jobs.jsonl", 5, bad={
+        2: '{"model": "wan-2.6-text-to-video", "input": {"prompt": "x", "duration": 99}}',
+        4: "{not json",
+    })
+    with pytest.raises(BatchError) as info:
+        load_jobs(path)
+    text = str(info.value)
+    assert "line 2: duration" in text and "line 4: not JSON" in text
+    assert len(info.value.errors) == 2
+
+
+async def test_a_job_killed_mid_create_is_not_resent_without_opt_in(
+    server: FakeWanServer, tmp_path: Path
+) -> None:
+    jobs = load_jobs(write_jobs(tmp_path / "jobs.jsonl", 3))
+    out = tmp_path / "out.jsonl"
+    journal = Journal(out.with_name(out.name + ".journal"))
+    journal.set(jobs[0], "key-of-a-lost-create", "submitting")  # killed before the reply
+    journal.close()
+    async with client_for(server) as client:
+        summary = await run_batch(client, jobs, out)
+        assert summary.progress.ambiguous == 1 and not summary.complete
+        assert server.stats.creates_accepted == 2
+        summary = await run_batch(client, jobs, out, resend_ambiguous=True)
+    assert summary.complete
+    created = [r for r in server.requests if r.route == "create"]
+    assert created[-1].header("Idempotency-Key") == "key-of-a-lost-create"
+
+
+async def test_insufficient_credits_stops_submissions_and_a_rerun_finishes(
+    tmp_path: Path,
+) -> None:
+    async with FakeWanServer(credits=48 * 4, **FAST) as server:  # four 720p x 2 s jobs
+        jobs = load_jobs(write_jobs(tmp_path / "jobs.jsonl", 7))
+        out = tmp_path / "out.jsonl"
+        async with client_for(server) as client:
+            summary = await run_batch(client, jobs, out, concurrency=1)
+            p = summary.progress
+            assert (p.completed, p.not_submitted) == (4, 3) and not summary.complete
+            assert summary.stopped_by and "insufficient_credits" in summary.stopped_by
+            server.balance = 10_000
+            summary = await run_batch(client, jobs, out, concurrency=1)
+        assert summary.complete
+        assert sorted(r["line"] for r in results(out)) == list(range(1, 8))
+        assert len(server.tasks) == 7
+
+
+def test_a_batch_killed_with_sigkill_and_resumed_completes_every_job_exactly_once(
+    tmp_path: Path,
+) -> None:
+    n = 30
+    jobs = write_jobs(tmp_path / "jobs.jsonl", n)
+    out = tmp_path / "out.jsonl"
+    with FakeWanServer(time_scale=0.05, pending_seconds=1).run_in_thread() as server:
+        env = {**os.environ, "WAN_API_KEY": server.api_key, "WAN_BASE_URL": server.base_url}
+        cmd = [sys.executable, "-m", "wan26_async.cli", "batch", str(jobs), "--out", str(out),
+               "--concurrency", "4", "--resend-ambiguous"]
+        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while (not out.exists() or len(out.read_text().splitlines()) < 5) and (
+                time.monotonic() < deadline):
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert 5 <= len(results(out)) < n  # killed mid-run
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        lines = sorted(r["line"] for r in results(out))
+        assert lines == list(range(1, n + 1))  # each job exactly once in the output
+        assert len(server.tasks) == n  # and exactly once on the server
+        assert "30/30 jobs done" in done.stderr
