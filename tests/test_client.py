@@ -412,9 +412,48 @@ async def test_the_key_never_appears_in_debug_logs(
 
 async def test_reply_bodies_are_read_with_a_size_cap(server: FakeWanServer) -> None:
     async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
-                                  max_response_bytes=64) as client:
-        with pytest.raises(wan.MalformedResponseError, match="larger than 64"):
-            await client.get_task((await client.create_task(wan.TextToVideo(prompt="p"))).id)
+                                  max_response_bytes=100, retry=FAST_RETRY) as client:
+        task = await client.create_task(wan.TextToVideo(prompt="p"))
+        with pytest.raises(wan.MalformedResponseError, match="larger than 100"):
+            await client.get_task(task.id)
+    async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
+                                  max_response_bytes=20) as client:
+        # a create whose success reply cannot be read may have made its task
+        with pytest.raises(wan.MalformedResponseError) as info:
+            await client.create_task(wan.TextToVideo(prompt="p"))
+        assert isinstance(info.value, wan.AmbiguousSubmissionError)
+    assert len(server.tasks) == 2
+
+
+async def test_a_5xx_retry_after_beyond_the_maximum_is_raised_not_slept(
+    server: FakeWanServer,
+) -> None:
+    async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
+                                  retry=wan.RetryPolicy(max_retry_after=5)) as client:
+        server.inject("credits", Fault.error(503, "upstream_error", retry_after="3600"))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(wan.UpstreamError):
+            await client.get_credits()
+        assert loop.time() - started < 1
+
+
+async def test_create_task_keeps_the_create_reply_as_raw(
+    client: wan.AsyncWanClient,
+) -> None:
+    task = await client.create_task(wan.TextToVideo(prompt="p"))
+    assert task.raw == {"taskId": task.id}
+    assert task.model == "wan-2.6-text-to-video"
+
+
+async def test_a_limiter_passed_in_is_not_closed_with_the_client(
+    server: FakeWanServer,
+) -> None:
+    shared = wan.InProcessRateLimiter()
+    for _ in range(2):  # two clients in turn share one limiter
+        async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
+                                      rate_limiter=shared) as client:
+            await client.get_credits()
 
 
 # -- lifecycle ----------------------------------------------------------------------------

@@ -54,6 +54,19 @@ def test_unknown_status_does_not_crash_and_keeps_the_text() -> None:
     assert parse_task({"taskId": "t"}).status is wan.TaskStatus.UNKNOWN
 
 
+def test_a_bare_failed_task_with_an_error_field_is_data_not_an_error_reply() -> None:
+    bare = {"taskId": "t", "status": "failed", "error": {"code": "upstream_error",
+                                                         "message": "refused"}}
+    task = parse_task(unwrap_envelope(bare, 200, {}))
+    assert task.status is wan.TaskStatus.FAILED and task.error == "refused"
+
+
+def test_an_error_envelope_in_http_200_takes_the_status_of_its_code() -> None:
+    with pytest.raises(wan.InternalServerError) as info:
+        unwrap_envelope({"error": {"code": "internal_error", "message": "m"}}, 200, {})
+    assert info.value.status_code == 500
+
+
 def test_task_id_falls_back_to_the_one_asked_for() -> None:
     assert parse_task({"status": "pending"}, "asked").id == "asked"
 

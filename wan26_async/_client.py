@@ -147,6 +147,7 @@ class AsyncWanClient:
         self.retry = retry
         self.poll = poll or PollPolicy()
         self.rate_limiter = rate_limiter or InProcessRateLimiter()
+        self._owns_limiter = rate_limiter is None
         self.callbacks = callbacks
         self.resend_ambiguous_creates = resend_ambiguous_creates
         self._planner = PollPlanner()
@@ -180,7 +181,8 @@ class AsyncWanClient:
     async def aclose(self) -> None:
         """Close every connection this client opened (not a borrowed session). Idempotent."""
         await self._transport.aclose()
-        await self.rate_limiter.aclose()
+        if self._owns_limiter:  # a limiter passed in may be shared: its owner closes it
+            await self.rate_limiter.aclose()
 
     # -- calls ------------------------------------------------------------------------
 
@@ -216,7 +218,7 @@ class AsyncWanClient:
                        "input": payload["input"]}
         key = idempotency_key or str(uuid.uuid4())
         resend = self.resend_ambiguous_creates if resend_ambiguous is None else resend_ambiguous
-        task_id = await self._transport.request(
+        task_id, data = await self._transport.request(
             "POST", CREATE_PATH, parse_create_reply, body=dumps(payload),
             idempotency_key=key, resend=resend,
         )
@@ -224,7 +226,7 @@ class AsyncWanClient:
             self.callbacks.expect(task_id)
         self._remember(task_id, request)
         return Task(id=task_id, status=TaskStatus.PENDING, status_text="pending",
-                    model=request.model, raw={"taskId": task_id})
+                    model=request.model, raw=data)
 
     def _remember(self, task_id: str, request: VideoRequest) -> None:
         shape = (request.model, (request.resolution or Resolution.P1080).value,

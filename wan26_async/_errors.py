@@ -263,7 +263,9 @@ def as_ambiguous(err: WanError, idempotency_key: str) -> WanError:
     new = cls.__new__(cls)
     new.__dict__.update(err.__dict__)
     note = (f"; the request reached the server, so a task may exist (and be charged): it was "
-            f"not resent. Look it up later, or resend with idempotency_key={idempotency_key!r}")
+            f"not resent. Its callback_url, if any, will tell; resending with "
+            f"idempotency_key={idempotency_key!r} is safe only on a gateway that honours "
+            f"idempotency keys")
     if isinstance(new, APIError):
         new.message += note
         new.args = (new.message,)
@@ -285,6 +287,20 @@ _BY_CODE: dict[str, type[APIError]] = {
     "spend_limit_exceeded": SpendLimitError,
     "internal_error": InternalServerError,
     "upstream_error": UpstreamError,
+}
+
+#: The HTTP status the spec gives each error code.
+STATUS_BY_CODE: dict[str, int] = {
+    "invalid_request": 400,
+    "invalid_api_key": 401,
+    "insufficient_credits": 402,
+    "ip_not_allowed": 403,
+    "model_not_found": 404,
+    "task_not_found": 404,
+    "rate_limit_exceeded": 429,
+    "spend_limit_exceeded": 429,
+    "internal_error": 500,
+    "upstream_error": 503,
 }
 
 _BY_STATUS: dict[int, type[APIError]] = {

@@ -44,13 +44,15 @@ async def fan_out(
 
     async def run_one(index: int, item: VideoRequest | Mapping[str, Any]) -> Outcome:
         request: Any = item
+        hook = callback_url
         try:
             if not isinstance(item, VideoRequest):
                 request = request_from_payload(item)
+                hook = item.get("callback_url", callback_url)
             if stopped:
                 return Outcome(index=index, request=request, error=NotSubmittedError(stopped[0]))
             try:
-                task = await client.create_task(request, callback_url=callback_url)
+                task = await client.create_task(request, callback_url=hook)
             except (InsufficientCreditsError, SpendLimitError) as exc:
                 if not stopped:
                     stopped.append(exc)

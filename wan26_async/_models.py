@@ -112,13 +112,14 @@ class Credits:
 class Outcome:
     """The result of one request of ``client.fan_out``: exactly one per request.
 
-    ``index`` is the request's position in the input. ``task`` is the final task when
+    ``index`` is the request's position in the input; ``request`` is the request (or the
+    payload mapping as given, when it could not be built). ``task`` is the final task when
     one was made (also for a failed task); ``error`` is the exception when the request
     did not complete (validation, task failed, not submitted, ...), else None.
     """
 
     index: int
-    request: VideoRequest
+    request: VideoRequest | Mapping[str, Any]
     task: Task | None = None
     error: BaseException | None = None
 

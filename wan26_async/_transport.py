@@ -206,7 +206,7 @@ class Transport:
                 ) as resp:
                     status = resp.status
                     reply_headers = resp.headers
-                    raw = await self._read(resp)
+                    raw, cut = await self._read(resp)
             except (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError) as exc:
                 raise APIConnectionError(
                     f"TLS failed for {self.base_url}: {exc} (certificates are always verified)"
@@ -227,6 +227,8 @@ class Transport:
             _log.debug("%s %s -> %d in %.3f s", method, path, status, time.monotonic() - started)
         if 200 <= status < 300:
             self.limiter.on_success()
+            if cut:  # a success we cannot read: for a create, the task may exist
+                _after_send(_too_large(status, reply_headers, self._max_bytes), key, resend)
             try:
                 data = unwrap_envelope(decode_json(raw, status, reply_headers), status,
                                        reply_headers)
@@ -259,29 +261,31 @@ class Transport:
         if isinstance(err, SpendLimitError) or not (err.status_code >= 500
                                                     or err.status_code == 408):
             raise err
-        _after_send(err, key, resend, parse_retry_after(err.headers.get("Retry-After")))
+        delay = parse_retry_after(err.headers.get("Retry-After"))
+        if delay is not None and delay > self.retry.max_retry_after:
+            resend = False  # not slept on: raised (marked ambiguous for a create)
+        _after_send(err, key, resend, delay)
 
-    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+    async def _read(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+        """The body, read up to the size cap, and whether it was cut there."""
         length = resp.content_length
         cap = self._max_bytes
-        if length is not None and "Content-Encoding" not in resp.headers:
-            if length > cap:
-                _too_large(resp, cap)
-            return await resp.read()
+        if length is not None and length <= cap and "Content-Encoding" not in resp.headers:
+            return await resp.read(), False
         chunks: list[bytes] = []
         total = 0
         async for chunk in resp.content.iter_any():
-            total += len(chunk)
-            if total > cap:
-                _too_large(resp, cap)
             chunks.append(chunk)
-        return b"".join(chunks)
+            total += len(chunk)
+            if total > cap:  # stop reading: the connection is dropped, not drained
+                return b"".join(chunks)[:cap], True
+        return b"".join(chunks), False
 
 
-def _too_large(resp: aiohttp.ClientResponse, cap: int) -> NoReturn:
-    raise MalformedResponseError(
+def _too_large(status: int, headers: Mapping[str, str], cap: int) -> MalformedResponseError:
+    return MalformedResponseError(
         f"reply body is larger than {cap} bytes; refused (API replies are small JSON)",
-        status_code=resp.status, request_id=request_id_of(resp.headers), headers=resp.headers,
+        status_code=status, request_id=request_id_of(headers), headers=headers,
     )
 
 

@@ -18,7 +18,13 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
-from ._errors import MalformedResponseError, ValidationError, error_from_reply, request_id_of
+from ._errors import (
+    STATUS_BY_CODE,
+    MalformedResponseError,
+    ValidationError,
+    error_from_reply,
+    request_id_of,
+)
 from ._models import Credits, Task, TaskStatus
 from ._requests import (
     IMAGE_TO_VIDEO,
@@ -137,13 +143,17 @@ def unwrap_envelope(decoded: Any, status: int, headers: Mapping[str, str]) -> di
     """Return the ``data`` object of a ``{"code", "msg", "data"}`` envelope.
 
     Tolerates a bare object without the envelope. An envelope whose ``code`` says error,
-    or an ``{"error": ...}`` body, raises the mapped `APIError` even on HTTP 200.
+    or an ``{"error": ...}`` body, raises the mapped `APIError` even on HTTP 200. A bare
+    task object (one with a status or task id) is data, even with an ``error`` field.
     """
     if not isinstance(decoded, dict):
         raise _malformed("reply is not a JSON object", status, decoded, headers)
-    if decoded.get("error"):
-        raise error_from_reply(_status_from_code(decoded, 400), json.dumps(decoded).encode(),
-                               headers)
+    err = decoded.get("error")
+    if err and "data" not in decoded and not _TASK_KEYS.intersection(decoded):
+        code = err.get("code") if isinstance(err, dict) else None
+        fallback = STATUS_BY_CODE.get(code, 400) if isinstance(code, str) else 400
+        raise error_from_reply(_status_from_code(decoded, fallback),
+                               json.dumps(decoded).encode(), headers)
     code = decoded.get("code")
     if isinstance(code, int) and not isinstance(code, bool) and code not in (0, 200):
         raise error_from_reply(_status_from_code(decoded, 500), json.dumps(decoded).encode(),
@@ -152,6 +162,9 @@ def unwrap_envelope(decoded: Any, status: int, headers: Mapping[str, str]) -> di
     if not isinstance(data, dict):
         raise _malformed("reply's 'data' is not a JSON object", status, decoded, headers)
     return data
+
+
+_TASK_KEYS = frozenset({"status", "state", "taskId", "task_id", "taskStatus"})
 
 
 def _status_from_code(decoded: dict[str, Any], default: int) -> int:
@@ -169,12 +182,14 @@ def _first(data: Mapping[str, Any], *names: str) -> Any:
     return None
 
 
-def parse_create_reply(data: Mapping[str, Any], status: int, headers: Mapping[str, str]) -> str:
-    """The new task's id from a create reply's ``data``."""
+def parse_create_reply(
+    data: dict[str, Any], status: int, headers: Mapping[str, str]
+) -> tuple[str, dict[str, Any]]:
+    """The new task's id, and the reply's ``data``, from a create reply."""
     task_id = _first(data, "taskId", "task_id", "id")
     if not isinstance(task_id, str | int) or isinstance(task_id, bool) or task_id == "":
         raise _malformed("create reply has no task id", status, data, headers)
-    return str(task_id)
+    return str(task_id), data
 
 
 _STATUSES = {s.value: s for s in TaskStatus if s is not TaskStatus.UNKNOWN}

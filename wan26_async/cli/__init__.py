@@ -1,4 +1,4 @@
-"""The ``wan26`` command: a demo against the emulator, and one command per API call.
+"""The wan26 command: a demo against the emulator, and one command per API call.
 
     wan26 demo                      generations of every model against the built-in emulator
     wan26 credits                   the account's balance
@@ -98,14 +98,26 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(json_output=args.json))
 
 
-def _parser() -> argparse.ArgumentParser:
+def _common(defaults: bool) -> argparse.ArgumentParser:
+    # The options are accepted before and after the command; after it, they default to
+    # SUPPRESS so that they do not overwrite what was given before it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--api-key", help="API key (default: $WAN_API_KEY)")
-    common.add_argument("--base-url", help="gateway URL (default: $WAN_BASE_URL or the public one)")
-    common.add_argument("--json", action="store_true", help="machine-readable output")
-    common.add_argument("--debug", action="store_true", help="debug logs and full tracebacks")
-    parser = argparse.ArgumentParser(prog="wan26", description=__doc__.split("\n\n")[0],
-                                     parents=[common])
+    unset: dict[str, Any] = {} if defaults else {"default": argparse.SUPPRESS}
+    common.add_argument("--api-key", help="API key (default: $WAN_API_KEY)", **unset)
+    common.add_argument("--base-url", help="gateway URL (default: $WAN_BASE_URL or the public "
+                        "one)", **unset)
+    common.add_argument("--json", action="store_true", help="machine-readable output", **unset)
+    common.add_argument("--debug", action="store_true", help="debug logs and full tracebacks",
+                        **unset)
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wan26", parents=[_common(True)],
+        description="The wan26 command: the Wan 2.6 video API from the shell.",
+        epilog=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = _common(False)
     parser.add_argument("--version", action="version", version=f"wan26-async {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("demo", parents=[common],
@@ -136,10 +148,10 @@ _COMMANDS = {"credits": _credits, "task": _task, "watch": _watch, "batch": _batc
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wan26`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["fake-server"]:
+    if "fake-server" in argv:  # its options belong to the emulator's own command line
         from ..testing._cli import main as fake_server_main
 
-        return fake_server_main(argv[1:])
+        return fake_server_main(argv[argv.index("fake-server") + 1:])
     args = _parser().parse_args(argv)
     if args.debug:
         logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
