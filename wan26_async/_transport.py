@@ -223,6 +223,8 @@ class Transport:
                 conn_err = _connection_error(exc, self.base_url)
                 conn_err.__cause__ = exc
                 _after_send(conn_err, key, resend)
+            finally:
+                self.limiter.release()
         if started:
             _log.debug("%s %s -> %d in %.3f s", method, path, status, time.monotonic() - started)
         if 200 <= status < 300:

@@ -1,0 +1,133 @@
+"""The shared limiter: told rates, learned token buckets, fixed windows, FIFO release."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import wan26_async as wan
+from wan26_async._limiter import fit_rate
+from wan26_async.testing import FakeWanServer, FixedWindow, TokenBucket
+
+REQUEST = wan.TextToVideo(prompt="p", resolution="720p", duration=2)
+MANY_RETRIES = wan.RetryPolicy(max_retries=100, initial_backoff=0.01)
+
+
+def test_fit_rate_brackets_a_simulated_bucket() -> None:
+    # a bucket of burst 5 refilling at 20/s, full at t=0, hit at 40/s: 5 from the
+    # burst, then one admission per 50 ms ... until a request finds no token
+    events: list[tuple[float, bool]] = []
+    tokens, last, rate = 5.0, 0.0, 20.0
+    for i in range(60):
+        t = i / 40
+        tokens = min(5.0, tokens + (t - last) * rate)
+        last = t
+        ok = tokens >= 1
+        tokens -= 1 if ok else 0
+        events.append((t, ok))
+        if not ok:
+            break
+    lowest, highest = fit_rate(events, burst=5, start=0.0)
+    assert lowest <= 20.0 <= highest
+    assert highest - lowest < 3.0
+
+
+def test_fit_rate_with_no_refusal_has_no_upper_bound() -> None:
+    lowest, highest = fit_rate([(0.1, True), (0.2, True)], burst=1, start=0.0)
+    assert 0 < lowest <= 10.0 and highest == 100_000.0
+
+
+async def test_waiters_are_released_in_order_after_a_pause() -> None:
+    limiter = wan.InProcessRateLimiter(rate=1000)
+    await limiter.acquire()
+    limiter.release()
+    await limiter.on_rate_limited(0.1)
+    order: list[int] = []
+
+    async def caller(i: int) -> None:
+        await limiter.acquire()
+        order.append(i)
+        limiter.release()
+
+    callers = []
+    for i in range(20):
+        callers.append(asyncio.ensure_future(caller(i)))
+        await asyncio.sleep(0)  # each starts waiting in turn
+    await asyncio.gather(*callers)
+    assert order == list(range(20))
+    assert limiter.pauses == 1
+    await limiter.aclose()
+
+
+async def test_a_cancelled_waiter_does_not_hold_a_slot() -> None:
+    limiter = wan.InProcessRateLimiter(rate=50)
+    await limiter.acquire()  # spends the one token
+    waiter = asyncio.ensure_future(limiter.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await asyncio.wait_for(limiter.acquire(), 1.0)  # the next caller still gets through
+    await limiter.aclose()
+
+
+async def test_a_told_rate_paces_from_the_first_request_without_429s() -> None:
+    async with FakeWanServer(rate_limit=TokenBucket(rate=100, burst=5), credits=1e9) as server:
+        limiter = wan.InProcessRateLimiter(rate=100)
+        async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
+                                      rate_limiter=limiter) as client:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await asyncio.gather(*(client.create_task(REQUEST) for _ in range(40)))
+            elapsed = loop.time() - started
+    assert server.stats.rate_limited == 0
+    assert 0.35 <= elapsed < 1.5  # 40 at 100/s
+
+
+async def test_an_untold_token_bucket_is_learned_with_few_429s() -> None:
+    async with FakeWanServer(rate_limit=TokenBucket(rate=100, burst=10, retry_after=1),
+                             credits=1e9) as server:
+        limiter = wan.InProcessRateLimiter()
+        async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
+                                      rate_limiter=limiter, retry=MANY_RETRIES) as client:
+            tasks = await asyncio.gather(*(client.create_task(REQUEST) for _ in range(400)))
+    assert len({t.id for t in tasks}) == 400 == len(server.tasks)  # every create, once
+    assert limiter.phase == "steady"
+    assert limiter.rate is not None and 85 <= limiter.rate <= 101
+    assert server.stats.rate_limited <= 20  # not a storm: 0.05 per task at most
+    assert limiter.pauses <= 3
+
+
+async def test_a_fixed_window_is_ridden_without_a_429_storm() -> None:
+    async with FakeWanServer(rate_limit=FixedWindow(limit=60, window=1), credits=1e9) as server:
+        limiter = wan.InProcessRateLimiter()
+        async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
+                                      rate_limiter=limiter, retry=MANY_RETRIES) as client:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await asyncio.gather(*(client.create_task(REQUEST) for _ in range(150)))
+            elapsed = loop.time() - started
+    assert len(server.tasks) == 150
+    # one wave while the limit is unknown, then a pause per window at most: no storm
+    # (a hand-written retry loop sees several 429s per request)
+    assert server.stats.rate_limited <= 45
+    assert limiter.pauses <= 4
+    assert elapsed < 4.5  # three windows' worth, not a backoff spiral
+
+
+async def test_the_slow_start_keeps_the_first_wave_of_429s_small() -> None:
+    async with FakeWanServer(rate_limit=TokenBucket(rate=20, burst=10, retry_after=1),
+                             credits=1e9) as server:
+        limiter = wan.InProcessRateLimiter()
+        async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
+                                      rate_limiter=limiter, retry=MANY_RETRIES) as client:
+            first = asyncio.gather(*(client.create_task(REQUEST) for _ in range(64)))
+            while limiter.pauses == 0:  # noqa: ASYNC110 - wait for the first pause
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0.05)
+            refused_in_first_wave = server.stats.rate_limited
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+    assert refused_in_first_wave <= 20  # not all 54 of 64 sent at once
