@@ -498,13 +498,13 @@ async def test_max_concurrency_bounds_requests_in_flight(server: FakeWanServer) 
     async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
                                   max_concurrency=3) as client:
         server.inject("credits", Fault.delay(0.05), times=12)
-        sem = client._transport._sem  # the bound under test
+        slots = client._transport._slots  # the bound under test
         observed = 0
 
         async def watch_sem() -> None:
             nonlocal observed
             while True:
-                observed = max(observed, 3 - sem._value)
+                observed = max(observed, 3 - slots.free)
                 await asyncio.sleep(0.001)
 
         watcher = asyncio.ensure_future(watch_sem())

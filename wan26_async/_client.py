@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
-import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Protocol
@@ -30,10 +28,17 @@ from ._config import (
 from ._errors import ConfigurationError, TaskFailedError, ValidationError
 from ._limiter import InProcessRateLimiter, RateLimiter
 from ._models import Credits, Outcome, Task, TaskEvent, TaskStatus
-from ._requests import DEFAULT_DURATION, Resolution, VideoRequest
-from ._transport import Transport, dumps
-from ._watch import PollPlanner, PollPolicy, PushSource, WatchPlan, watch_task
-from ._wire import parse_create_reply, parse_credits, parse_task
+from ._requests import VideoRequest
+from ._transport import Transport
+from ._watch import PollPlanner, PollPolicy, PushSource, Shape, WatchPlan, watch_task
+from ._wire import (
+    new_idempotency_key,
+    parse_create_reply,
+    parse_credits,
+    parse_task,
+    request_body,
+    request_shape,
+)
 
 __all__ = ["AsyncWanClient"]
 
@@ -151,8 +156,9 @@ class AsyncWanClient:
         self.callbacks = callbacks
         self.resend_ambiguous_creates = resend_ambiguous_creates
         self._planner = PollPlanner()
-        # Shape and creation time of recent tasks, for the learned poll schedule.
-        self._plans: OrderedDict[str, WatchPlan] = OrderedDict()
+        # Creation time and shape of recent tasks, for the learned poll schedule.
+        self._created_at: dict[str, float] = {}
+        self._shape_of: dict[str, Shape] = {}
         self._transport = Transport(
             api_key=key,
             base_url=url,
@@ -209,17 +215,14 @@ class AsyncWanClient:
         if not isinstance(request, VideoRequest):
             raise ValidationError("request", "must be a TextToVideo, ImageToVideo or "
                                   "ReferenceToVideo", value=request)
-        payload = request.to_payload()
         if callback_url is None and self.callbacks is not None:
             callback_url = self.callbacks.callback_url
         if callback_url is not None:
             _check_callback_url(callback_url, request.model)
-            payload = {"model": payload["model"], "callback_url": callback_url,
-                       "input": payload["input"]}
-        key = idempotency_key or str(uuid.uuid4())
+        key = idempotency_key or new_idempotency_key()
         resend = self.resend_ambiguous_creates if resend_ambiguous is None else resend_ambiguous
         task_id, data = await self._transport.request(
-            "POST", CREATE_PATH, parse_create_reply, body=dumps(payload),
+            "POST", CREATE_PATH, parse_create_reply, body=request_body(request, callback_url),
             idempotency_key=key, resend=resend,
         )
         if self.callbacks is not None:
@@ -229,12 +232,19 @@ class AsyncWanClient:
                     model=request.model, raw=data)
 
     def _remember(self, task_id: str, request: VideoRequest) -> None:
-        shape = (request.model, (request.resolution or Resolution.P1080).value,
-                 request.duration or DEFAULT_DURATION)
-        self._plans[task_id] = WatchPlan(self._planner, shape,
-                                         asyncio.get_running_loop().time())
-        if len(self._plans) > _MAX_PLANS:
-            self._plans.popitem(last=False)
+        # Plain values only (a float and a shared shape tuple): keeping thousands of
+        # fresh objects alive here would make the garbage collector scan them.
+        self._created_at[task_id] = asyncio.get_running_loop().time()
+        self._shape_of[task_id] = request_shape(request)
+        if len(self._created_at) > _MAX_PLANS:
+            oldest = next(iter(self._created_at))
+            del self._created_at[oldest], self._shape_of[oldest]
+
+    def _plan(self, task_id: str) -> WatchPlan | None:
+        created = self._created_at.get(task_id)
+        if created is None:
+            return None
+        return WatchPlan(self._planner, self._shape_of[task_id], created)
 
     async def get_task(self, task_id: str) -> Task:
         """The task as the server sees it now. Raises `TaskNotFoundError` for an unknown id."""
@@ -262,7 +272,7 @@ class AsyncWanClient:
         """
         _task_path(task_id)
         return watch_task(task_id, self.get_task, poll=poll or self.poll, timeout=timeout,
-                          push=self.callbacks, plan=self._plans.get(task_id))
+                          push=self.callbacks, plan=self._plan(task_id))
 
     async def wait(self, task_id: str, *, timeout: float | None = None,
                    poll: PollPolicy | None = None) -> Task:

@@ -56,6 +56,11 @@ class RateLimiter(abc.ABC):
         """A request was refused with 429 ``rate_limit_exceeded``: pause every caller
         until ``retry_after`` seconds from now (a default when the server gave none)."""
 
+    def try_acquire(self) -> bool:
+        """Take a send slot now without waiting, if one is free (the hot path); False
+        means: call `acquire`. The default always says False."""
+        return False
+
     def on_success(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """A request was admitted (any reply but a 429)."""
 
@@ -183,6 +188,13 @@ class InProcessRateLimiter(RateLimiter):
         self._in_flight += 1
         if self.rate is not None:
             self._tokens -= 1.0
+
+    def try_acquire(self) -> bool:
+        loop = self._loop
+        if loop is None or self._waiters or not self._may_go(loop.time()):
+            return False
+        self._take()
+        return True
 
     async def acquire(self) -> None:
         loop = self._loop

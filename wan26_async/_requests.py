@@ -134,6 +134,9 @@ class VideoRequest:
     extra_input: Mapping[str, Any] = attrs.field(
         factory=dict, converter=_readonly_mapping, hash=False, repr=lambda m: repr(dict(m))
     )
+    # The JSON of ``input``, made on first use: a frozen request never changes.
+    _encoded_input: bytes | None = attrs.field(init=False, default=None, eq=False,
+                                               hash=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._check()
@@ -173,7 +176,8 @@ class VideoRequest:
         if not isinstance(self.extra_input, Mapping):
             raise self._fail("extra_input", "must be a mapping of extra input fields",
                              self.extra_input)
-        modeled = {f.name for f in attrs.fields(type(self))} - {"model", "extra_input"}
+        modeled = {f.name for f in attrs.fields(type(self))} - {"model", "extra_input",
+                                                                  "_encoded_input"}
         for key in self.extra_input:
             if not isinstance(key, str):
                 raise self._fail("extra_input", "keys must be strings", key)

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
@@ -72,10 +72,41 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 class _Retry(Exception):
     """Internal: the attempt failed in a way that may be retried after ``delay``."""
 
-    def __init__(self, error: WanError, delay: float | None = None, *, sent: bool = False):
+    def __init__(
+        self, error: WanError, delay: float | None = None, *, sent: bool = False,
+        rate_limited: bool = False,
+    ) -> None:
         self.error = error
         self.delay = delay
         self.sent = sent  # the request reached the server: a create may have made a task
+        self.rate_limited = rate_limited  # a 429: ``delay`` is its Retry-After, or None
+
+
+class _Slots:
+    """``max_concurrency``: a count of free slots and a FIFO queue of waiters. A free
+    slot is taken by the caller without a coroutine (see `Transport.request`)."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    async def wait(self) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.give()  # handed a slot just as we were cancelled: pass it on
+            raise
+
+    def give(self) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot goes straight to the next waiter
+                return
+        self.free += 1
 
 
 class Transport:
@@ -102,7 +133,7 @@ class Transport:
         }
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_concurrency = max_concurrency
-        self._sem = asyncio.Semaphore(max_concurrency)
+        self._slots = _Slots(max_concurrency)
         self.retry = retry
         self.limiter = limiter
         self._session = session
@@ -164,69 +195,85 @@ class Transport:
         headers = self._headers
         if idempotency_key is not None:
             headers = {**headers, "Idempotency-Key": idempotency_key}
-        policy = self.retry
+        session = self._get_session()
+        slots = self._slots
+        limiter = self.limiter
         attempt = 0
         while True:
+            # The hot path: no coroutine is made for a free slot or an open limiter.
+            if slots.free > 0 and not slots.waiters:
+                slots.free -= 1
+            else:
+                await slots.wait()
             try:
-                return await self._attempt(method, url, headers, body, parse,
-                                           idempotency_key, resend, path)
+                if not limiter.try_acquire():
+                    await limiter.acquire()
+                started = time.monotonic() if _log.isEnabledFor(logging.DEBUG) else 0.0
+                try:
+                    async with session.request(
+                        method, url, data=body, headers=headers, allow_redirects=False,
+                        timeout=self._timeout,
+                    ) as resp:
+                        status = resp.status
+                        reply_headers = resp.headers
+                        raw, cut = await self._read(resp)
+                    if started:
+                        _log.debug("%s %s -> %d in %.3f s", method, path, status,
+                                    time.monotonic() - started)
+                    return self._handle(status, reply_headers, raw, cut, parse,
+                                        idempotency_key, resend)
+                except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+                    self._failed(exc, idempotency_key, resend)
+                finally:
+                    limiter.release()
             except _Retry as retry:
                 err = retry.error
-                if attempt >= policy.max_retries:
+                if retry.rate_limited:
+                    await limiter.on_rate_limited(retry.delay)
+                if attempt >= self.retry.max_retries:
                     if retry.sent and idempotency_key is not None:
                         raise as_ambiguous(err, idempotency_key) from err.__cause__
                     raise err from err.__cause__
-                delay = policy.backoff(attempt) if retry.delay is None else retry.delay
+                delay = self.retry.backoff(attempt) if retry.delay is None else retry.delay
+                if retry.rate_limited:
+                    delay = 0.0  # the limiter's gate does the waiting
                 attempt += 1
                 if _log.isEnabledFor(logging.DEBUG):
                     _log.debug("%s %s: retry %d in %.2f s after %s", method, path, attempt,
                                delay, type(err).__name__)
-                if delay > 0:
-                    await asyncio.sleep(delay)
+            finally:
+                slots.give()
+            if delay > 0:
+                await asyncio.sleep(delay)
 
-    async def _attempt(
+    def _failed(self, exc: BaseException, key: str | None, resend: bool) -> NoReturn:
+        """No reply: map the aiohttp failure, retrying only what the rules allow."""
+        if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ClientConnectorCertificateError):
+            raise APIConnectionError(
+                f"TLS failed for {self.base_url}: {exc} (certificates are always verified)"
+            ) from exc
+        if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
+            # The connection was never made: nothing was sent, so any call may retry.
+            raise _Retry(_connection_error(exc, self.base_url)) from exc
+        err: WanError
+        if isinstance(exc, asyncio.TimeoutError):
+            err = APITimeoutError(f"no reply from {self.base_url} within "
+                                  f"{self._timeout.total:g} s")
+        else:
+            err = _connection_error(exc, self.base_url)
+        err.__cause__ = exc
+        _after_send(err, key, resend)
+
+    def _handle(
         self,
-        method: str,
-        url: URL,
-        headers: Mapping[str, str],
-        body: bytes | None,
+        status: int,
+        reply_headers: Mapping[str, str],
+        raw: bytes,
+        cut: bool,
         parse: Parser[T],
         key: str | None,
         resend: bool,
-        path: str,
     ) -> T:
-        session = self._get_session()
-        async with self._sem:
-            await self.limiter.acquire()
-            started = time.monotonic() if _log.isEnabledFor(logging.DEBUG) else 0.0
-            try:
-                async with session.request(
-                    method, url, data=body, headers=headers, allow_redirects=False,
-                    timeout=self._timeout,
-                ) as resp:
-                    status = resp.status
-                    reply_headers = resp.headers
-                    raw, cut = await self._read(resp)
-            except (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError) as exc:
-                raise APIConnectionError(
-                    f"TLS failed for {self.base_url}: {exc} (certificates are always verified)"
-                ) from exc
-            except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
-                # The connection was never made: nothing was sent, so any call may retry.
-                raise _Retry(_connection_error(exc, self.base_url)) from exc
-            except asyncio.TimeoutError as exc:
-                timeout_err = APITimeoutError(
-                    f"no reply from {self.base_url} within {self._timeout.total:g} s")
-                timeout_err.__cause__ = exc
-                _after_send(timeout_err, key, resend)
-            except (aiohttp.ClientError, OSError) as exc:
-                conn_err = _connection_error(exc, self.base_url)
-                conn_err.__cause__ = exc
-                _after_send(conn_err, key, resend)
-            finally:
-                self.limiter.release()
-        if started:
-            _log.debug("%s %s -> %d in %.3f s", method, path, status, time.monotonic() - started)
         if 200 <= status < 300:
             self.limiter.on_success()
             if cut:  # a success we cannot read: for a create, the task may exist
@@ -239,7 +286,7 @@ class Transport:
                 _after_send(err, key, resend)
             except APIError as err:
                 # An error envelope inside an HTTP 2xx: treat it like the status it names.
-                return await self._error(err, key, resend)
+                self._error(err, key, resend)
         if 300 <= status < 400:
             location = reply_headers.get("Location", "")
             raise APIError(
@@ -249,16 +296,16 @@ class Transport:
                 headers=reply_headers,
             )
         retry_after = parse_retry_after(reply_headers.get("Retry-After"))
-        reply_err = error_from_reply(status, raw, reply_headers, retry_after=retry_after)
-        return await self._error(reply_err, key, resend)
+        self._error(error_from_reply(status, raw, reply_headers, retry_after=retry_after),
+                    key, resend)
 
-    async def _error(self, err: APIError, key: str | None, resend: bool) -> NoReturn:
+    def _error(self, err: APIError, key: str | None, resend: bool) -> NoReturn:
         if isinstance(err, RateLimitError):
             retry_after = err.retry_after
             if retry_after is not None and retry_after > self.retry.max_retry_after:
                 raise err
-            await self.limiter.on_rate_limited(retry_after)
-            raise _Retry(err, delay=0.0)  # the limiter's gate does the waiting
+            # resent whatever the call: a 429 made nothing (the limiter pauses first)
+            raise _Retry(err, retry_after, rate_limited=True)
         self.limiter.on_success()
         if isinstance(err, SpendLimitError) or not (err.status_code >= 500
                                                     or err.status_code == 408):
@@ -306,8 +353,3 @@ def _after_send(
     if key is not None:
         raise as_ambiguous(err, key) from err.__cause__
     raise err
-
-
-def dumps(payload: Mapping[str, Any]) -> bytes:
-    """Compact JSON bytes for a request body."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
