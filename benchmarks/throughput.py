@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import aiohttp
+import attrs
 
 import wan26_async as wan
 
@@ -88,9 +89,13 @@ async def _warm(call: Call, concurrency: int) -> None:
 # -- the two sides ----------------------------------------------------------------------
 
 
-async def raw_run(base_url: str, body: dict[str, Any], n: int, concurrency: int) -> Run:
+async def raw_run(base_url: str, body: dict[str, Any], n: int, concurrency: int,
+                  distinct: bool = False) -> Run:
     """A careful hand-written client: JSON-encode the body per call, a fresh uuid4
-    idempotency key per call, read and parse the reply, take ``data.taskId``."""
+    idempotency key per call, read and parse the reply, take ``data.taskId`` (with
+    ``distinct``, a new body dict per call, built before the timed part)."""
+    fresh = iter([{**body, "input": dict(body["input"])} for _ in range(n + concurrency)]
+                 if distinct else [])
     url = base_url + CREATE_PATH
     base_headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -98,7 +103,8 @@ async def raw_run(base_url: str, body: dict[str, Any], n: int, concurrency: int)
 
         async def call() -> str:
             headers = {**base_headers, "Idempotency-Key": str(uuid.uuid4())}
-            data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+            data = json.dumps(next(fresh) if distinct else body, separators=(",", ":"),
+                              ensure_ascii=False).encode()
             async with session.post(url, data=data, headers=headers) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
@@ -110,13 +116,16 @@ async def raw_run(base_url: str, body: dict[str, Any], n: int, concurrency: int)
     return Run("raw", n, wall, cpu)
 
 
-async def sdk_run(base_url: str, request: wan.VideoRequest, n: int, concurrency: int) -> Run:
-    """``AsyncWanClient.create_task`` with a prebuilt request."""
+async def sdk_run(base_url: str, request: wan.VideoRequest, n: int, concurrency: int,
+                  distinct: bool = False) -> Run:
+    """``AsyncWanClient.create_task`` with a prebuilt request (with ``distinct``, a new
+    request object per call, built before the timed part, so nothing is reused)."""
+    fresh = iter([attrs.evolve(request) for _ in range(n + concurrency)] if distinct else [])
     async with wan.AsyncWanClient(api_key=API_KEY, base_url=base_url,
                                   max_concurrency=concurrency) as client:
 
         async def call() -> str:
-            return (await client.create_task(request)).id
+            return (await client.create_task(next(fresh) if distinct else request)).id
 
         await _warm(call, concurrency)
         wall, cpu = await _drive(call, n, concurrency)
@@ -204,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="fail (with task stacks) if one run takes longer (300 s)")
     parser.add_argument("--malloc-default", action="store_true",
                         help="leave glibc's dynamic malloc thresholds alone (noisier)")
+    parser.add_argument("--distinct", action="store_true",
+                        help="a new request object (SDK) / body dict (raw) per call, "
+                             "built before the timed part: no reuse of an encoded body")
     parser.add_argument("--profile", action="store_true",
                         help="run the SDK side once under cProfile; print the top 25 "
                              "functions by tottime (no rounds)")
@@ -233,10 +245,12 @@ def main(argv: list[str] | None = None) -> int:
             for side in (("sdk", "raw") if sdk_first else ("raw", "sdk")):
                 if side == "raw":
                     raw = asyncio.run(_guarded(raw_run(base_url, body, args.n,
-                                                       args.concurrency), args.run_timeout))
+                                                       args.concurrency, args.distinct),
+                                               args.run_timeout))
                 else:
                     sdk = asyncio.run(_guarded(sdk_run(base_url, request, args.n,
-                                                       args.concurrency), args.run_timeout))
+                                                       args.concurrency, args.distinct),
+                                               args.run_timeout))
             assert raw is not None and sdk is not None
             raws.append(raw)
             sdks.append(sdk)

@@ -97,8 +97,15 @@ def _tuple_or_raw(value: object) -> object:
     return tuple(value) if isinstance(value, list | tuple) else value
 
 
+_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
+
+
 def _readonly_mapping(value: object) -> object:
-    return MappingProxyType(dict(value)) if isinstance(value, Mapping) else value
+    if not isinstance(value, Mapping):
+        return value
+    # One shared empty mapping: most requests have no extra input, and each fresh
+    # container would be one more object for the garbage collector to scan.
+    return MappingProxyType(dict(value)) if value else _NO_EXTRA
 
 
 _BASE64_RE = re.compile(r"^[A-Za-z0-9+/=\s]{64,}$")
@@ -132,7 +139,8 @@ class VideoRequest:
     seed: int | None = None
     duration: int | None = None
     extra_input: Mapping[str, Any] = attrs.field(
-        factory=dict, converter=_readonly_mapping, hash=False, repr=lambda m: repr(dict(m))
+        default=_NO_EXTRA, converter=_readonly_mapping, hash=False,
+        repr=lambda m: repr(dict(m))
     )
     # The JSON of ``input``, made on first use: a frozen request never changes.
     _encoded_input: bytes | None = attrs.field(init=False, default=None, eq=False,

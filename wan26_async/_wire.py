@@ -99,14 +99,21 @@ def request_body(request: VideoRequest, callback_url: str | None = None) -> byte
     if encoded is None:
         encoded = _dumps(request_payload(request)["input"])
         object.__setattr__(request, "_encoded_input", encoded)
-    head = b'{"model":' + _dumps(request.model)
+    head = _MODEL_HEADS.get(request.model)
+    if head is None:
+        head = _MODEL_HEADS[request.model] = b'{"model":' + _dumps(request.model)
     if callback_url is not None:
         head += b',"callback_url":' + _dumps(callback_url)
     return head + b',"input":' + encoded + b"}"
 
 
+_MODEL_HEADS: dict[str, bytes] = {}
+# One encoder, made once: json.dumps(..., separators=...) builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def new_idempotency_key() -> str:
