@@ -8,7 +8,7 @@ import logging
 import pytest
 
 import wan26_async as wan
-from wan26_async.testing import FakeWanServer, Fault
+from wan26_async.testing import FakeWanServer, Fault, Faults
 
 from .conftest import FAST, FAST_POLL, FAST_RETRY, client_tasks
 
@@ -209,3 +209,49 @@ async def test_breaking_out_of_fan_out_cancels_the_rest(
     polls = len(server.requests)
     await asyncio.sleep(0.1)
     assert len(server.requests) == polls
+
+
+async def test_fan_out_stops_submitting_at_the_spend_limit_and_watches_the_rest() -> None:
+    async with FakeWanServer(spend_limit=48 * 5, **FAST) as server:
+        async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
+                                      poll=FAST_POLL, retry=FAST_RETRY) as client:
+            requests = [wan.TextToVideo(prompt=f"p{i}", resolution="720p", duration=2)
+                        for i in range(12)]
+            outcomes = [o async for o in client.fan_out(requests, concurrency=2)]
+    assert sorted(o.index for o in outcomes) == list(range(12))
+    assert sum(o.ok for o in outcomes) == 5  # the tasks already running finished
+    errors = [o.error for o in outcomes if not o.ok]
+    assert sum(isinstance(e, wan.SpendLimitError) for e in errors) >= 1
+    assert all(isinstance(e, wan.SpendLimitError | wan.NotSubmittedError) for e in errors)
+    assert len(server.tasks) == 5
+
+
+async def test_fan_out_under_faults_never_creates_a_task_twice() -> None:
+    faults = Faults(error_rates={"internal_error": 0.1, "upstream_error": 0.05},
+                    drop_before_rate=0.05, drop_after_rate=0.05, html_rate=0.05,
+                    truncated_rate=0.05)
+    async with FakeWanServer(faults=faults, seed=3, **FAST) as server:
+        async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
+                                      poll=FAST_POLL, retry=FAST_RETRY) as client:
+            requests = [wan.TextToVideo(prompt=f"p{i}", resolution="720p", duration=2)
+                        for i in range(60)]
+            outcomes = [o async for o in client.fan_out(requests, concurrency=16)]
+    assert sorted(o.index for o in outcomes) == list(range(60))
+    keys = [t.idempotency_key for t in server.tasks.values()]
+    assert len(keys) == len(set(keys))  # no generation was created twice
+    assert len(server.tasks) <= 60
+    ambiguous = [o for o in outcomes if isinstance(o.error, wan.AmbiguousSubmissionError)]
+    assert sum(o.ok for o in outcomes) + len(ambiguous) >= 50
+    for o in outcomes:
+        assert o.ok or o.error is not None
+
+
+async def test_fan_out_can_refuse_a_batch_the_balance_cannot_pay(
+    client: wan.AsyncWanClient, server: FakeWanServer
+) -> None:
+    server.balance = 500
+    requests = [wan.TextToVideo(prompt=f"p{i}") for i in range(3)]  # 600 credits
+    with pytest.raises(wan.InsufficientCreditsError, match="600"):
+        async for _ in client.fan_out(requests, check_credits=True):
+            pass
+    assert server.tasks == {}

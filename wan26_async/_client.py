@@ -313,6 +313,7 @@ class AsyncWanClient:
         callback_url: str | None = None,
         ordered: bool = False,
         timeout: float | None = None,
+        check_credits: bool = False,
     ) -> AsyncIterator[Outcome]:
         """Run many generations at once; yield one `Outcome` per request as each finishes.
 
@@ -321,12 +322,20 @@ class AsyncWanClient:
         spend limit stops new submissions: the requests not yet submitted come back with
         a `NotSubmittedError`, and tasks already running are watched to the end.
         ``ordered=True`` yields the outcomes in input order instead. ``timeout`` bounds
-        each task's wait.
+        each task's wait. ``check_credits=True`` first compares the batch's
+        ``estimated_credits`` with the balance and raises `InsufficientCreditsError`
+        without submitting anything when it is short.
+
+        Items may be request objects or create bodies (``{"model", "input"}``, with an
+        optional ``callback_url``); an invalid body is that item's outcome.
+
+            async for outcome in client.fan_out(requests, concurrency=32):
+                print(outcome.index, outcome.task.video_url if outcome.ok else outcome.error)
         """
         from ._fanout import fan_out
 
         return fan_out(self, requests, concurrency=concurrency, callback_url=callback_url,
-                       ordered=ordered, timeout=timeout)
+                       ordered=ordered, timeout=timeout, check_credits=check_credits)
 
 
 def _task_parser(task_id: str) -> Any:

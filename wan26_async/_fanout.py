@@ -32,11 +32,14 @@ async def fan_out(
     callback_url: str | None,
     ordered: bool,
     timeout: float | None,
+    check_credits: bool = False,
 ) -> AsyncIterator[Outcome]:
     """See `AsyncWanClient.fan_out`."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
     items = list(enumerate(requests))
+    if check_credits:
+        await _check_balance(client, [item for _, item in items])
     total = len(items)
     pending = iter(items)
     done: asyncio.Queue[Outcome] = asyncio.Queue()
@@ -88,3 +91,23 @@ async def fan_out(
         for w in workers:
             w.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+
+
+async def _check_balance(
+    client: AsyncWanClient, items: list[VideoRequest | Mapping[str, Any]]
+) -> None:
+    """Refuse a batch whose estimated price exceeds the balance, before submitting any."""
+    needed = 0
+    for item in items:
+        try:
+            request = item if isinstance(item, VideoRequest) else request_from_payload(item)
+        except WanError:
+            continue  # reported as that request's outcome
+        needed += request.estimated_credits
+    balance = (await client.get_credits()).balance
+    if needed > balance:
+        raise InsufficientCreditsError(
+            f"the batch needs about {needed} credits and the balance is {balance:g}; "
+            "nothing was submitted (top up, or split the batch)",
+            status_code=402, code="insufficient_credits", type="billing_error",
+        )
