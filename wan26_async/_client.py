@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
@@ -25,6 +26,7 @@ from ._config import (
     TASK_PATH,
     RetryPolicy,
 )
+from ._download import download
 from ._errors import ConfigurationError, TaskFailedError, ValidationError
 from ._limiter import InProcessRateLimiter, RateLimiter
 from ._models import Credits, Outcome, Task, TaskEvent, TaskStatus
@@ -155,6 +157,9 @@ class AsyncWanClient:
         self._owns_limiter = rate_limiter is None
         self.callbacks = callbacks
         self.resend_ambiguous_creates = resend_ambiguous_creates
+        # A download may take long: only connecting and each read are bounded.
+        self._download_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout,
+                                                       sock_read=timeout)
         self._planner = PollPlanner()
         # Creation time and shape of recent tasks, for the learned poll schedule.
         self._created_at: dict[str, float] = {}
@@ -254,6 +259,32 @@ class AsyncWanClient:
     async def get_credits(self) -> Credits:
         """The account's credit balance."""
         return await self._transport.request("GET", CREDITS_PATH, parse_credits)
+
+    async def download(
+        self,
+        url: str,
+        dest: str | os.PathLike[str],
+        *,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> Path:
+        """Download a result video to ``dest`` (a file path, or a directory to put it in)
+        and return the file's path.
+
+        The video is streamed to disk in chunks (memory stays flat), written to a
+        temporary file beside ``dest`` and renamed on success, so a failure never leaves
+        a half-written file. A dropped connection is resumed where it stopped (HTTP
+        range) up to the retry policy's limit. ``progress(done, total)`` is called as
+        bytes arrive (``total`` None when the host does not say). The API key is never
+        sent to the video host.
+
+            task = await client.generate(request)
+            path = await client.download(task.video_url, "out.mp4")
+
+        Raises `ValidationError` for a URL that is not http(s), `APIError` for an error
+        reply of the host, `APIConnectionError` when the retries run out.
+        """
+        return await download(self._transport.session(), url, dest, retry=self.retry,
+                              timeout=self._download_timeout, progress=progress)
 
     # -- waiting ----------------------------------------------------------------------
 

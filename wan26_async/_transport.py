@@ -144,6 +144,11 @@ class Transport:
 
     # -- lifecycle --------------------------------------------------------------------
 
+    def session(self) -> aiohttp.ClientSession:
+        """The aiohttp session (made on first use). It carries no API key: the key is
+        added per API request, so other hosts (downloads) never see it."""
+        return self._get_session()
+
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise APIConnectionError("the client is closed; create a new AsyncWanClient")
