@@ -1,4 +1,4 @@
-"""The single entry point for tests, lint, type checks and benchmarks: ``nox -s NAME``."""
+"""The single entry point for tests, lint, type checks, docs and benchmarks: ``nox -s NAME``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def chaos(session: nox.Session) -> None:
+    """The full chaos suite: 500 generations with every fault on (seed: WAN_CHAOS_SEED)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/chaos", "-m", "chaos", *session.posargs,
+                env={"WAN_CHAOS_FULL": "1"})
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff: lint every Python file of the repository."""
     session.install("ruff>=0.6")
@@ -26,14 +34,22 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".", "mypy>=1.10", "pytest>=8")
+    session.install("-e", ".[redis]", "mypy>=1.10", "pytest>=8")
     session.run("mypy", "--strict", "wan26_async")
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site in strict mode (broken references fail)."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site")
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
-    """Run the benchmarks under benchmarks/ and print their figures."""
+    """Run benchmarks (default: all three single-process ones) and print their figures."""
     session.install("-e", ".")
-    scripts = session.posargs or ["benchmarks/throughput.py"]
+    scripts = session.posargs or ["benchmarks/throughput.py", "benchmarks/rate_limit.py",
+                                  "benchmarks/watch_scale.py"]
     for script in scripts:
         session.run("python", script)
