@@ -1,6 +1,7 @@
 """The wan26 command: a demo against the emulator, and one command per API call.
 
     wan26 demo                      generations of every model against the built-in emulator
+    wan26 generate t2v --prompt P   one generation (--wait, --download PATH; price shown first)
     wan26 credits                   the account's balance
     wan26 task TASK_ID              one query of a task
     wan26 watch TASK_ID             status changes until the task ends (exit 0 completed, 1 failed)
@@ -25,6 +26,7 @@ from .._client import AsyncWanClient
 from .._errors import WanError
 from .._models import Task
 from .._version import __version__
+from ._generate import add_generate_parser, run_generate
 
 __all__ = ["main"]
 
@@ -92,6 +94,11 @@ async def _batch(args: argparse.Namespace) -> int:
     return 0 if summary.complete else 3
 
 
+async def _generate(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        return await run_generate(args, client)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
@@ -123,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", parents=[common],
                    help="generations of every model against the built-in emulator")
     sub.add_parser("credits", parents=[common], help="show the credit balance")
+    add_generate_parser(sub, common)
     p = sub.add_parser("task", parents=[common], help="query one task")
     p.add_argument("task_id")
     p = sub.add_parser("watch", parents=[common], help="follow a task until it ends")
@@ -142,7 +150,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COMMANDS = {"credits": _credits, "task": _task, "watch": _watch, "batch": _batch}
+_COMMANDS = {"credits": _credits, "task": _task, "watch": _watch, "batch": _batch,
+             "generate": _generate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import time
+from collections.abc import Callable
 
 from .._client import AsyncWanClient
 from .._errors import WanError
-from .._models import TaskStatus
+from .._models import Task, TaskStatus
 from .._requests import ImageToVideo, ReferenceToVideo, TextToVideo, VideoRequest
 from .._watch import PollPolicy
 
@@ -62,11 +64,22 @@ async def run_demo(*, json_output: bool = False, time_scale: float = 0.1) -> int
                                   poll=poll) as client:
             before = (await client.get_credits()).balance
             started = time.monotonic()
-            results = await asyncio.gather(
+            requests = demo_requests()
+            finals = await asyncio.gather(
                 *(_one(client, i, request, started, say)
-                  for i, request in enumerate(demo_requests(), 1))
+                  for i, request in enumerate(requests, 1))
             )
             after = (await client.get_credits()).balance
+            _table(requests, finals, say)
+            first = next((task for task, _ in finals
+                          if task is not None and task.video_url), None)
+            if first is not None and first.video_url:
+                folder = tempfile.mkdtemp(prefix="wan26-demo-")
+                path = await client.download(first.video_url, folder)
+                say(f"downloaded {first.id[:8]} to {path} ({path.stat().st_size} bytes, "
+                    "a real MP4)", event="download", path=str(path),
+                    bytes=path.stat().st_size)
+    results = [task.status if task is not None else None for task, _ in finals]
     completed = sum(1 for status in results if status is TaskStatus.COMPLETED)
     failed = len(results) - completed
     say(f"done in {time.monotonic() - started:.1f}s: {completed} completed, {failed} failed "
@@ -75,21 +88,35 @@ async def run_demo(*, json_output: bool = False, time_scale: float = 0.1) -> int
     return 0 if completed == len(results) - 1 else 1
 
 
+def _table(requests: list[VideoRequest], finals: list[tuple[Task | None, float]],
+           say: Callable[..., None]) -> None:
+    say("", event="table")
+    say(f"{'#':>3}  {'model':<5} {'status':<10} {'seconds':>7} {'credits':>7}", event="table")
+    for n, (request, (task, seconds)) in enumerate(zip(requests, finals, strict=True), 1):
+        status = task.status.value if task is not None else "error"
+        credits = request.estimated_credits if status == "completed" else 0
+        say(f"{n:>3}  {_SHORT.get(request.model, '?'):<5} {status:<10} {seconds:>7.1f} "
+            f"{credits:>7}", event="row", n=n, status=status, seconds=round(seconds, 2),
+            credits=credits)
+    say("", event="table")
+
+
 async def _one(client: AsyncWanClient, n: int, request: VideoRequest, started: float,
-               say: object) -> TaskStatus | None:
-    assert callable(say)
+               say: Callable[..., None]) -> tuple[Task | None, float]:
     name = f"#{n} {_SHORT.get(request.model, request.model)}"
+    begun = time.monotonic()
     try:
         task = await client.create_task(request)
     except WanError as exc:
         say(f"{time.monotonic() - started:5.1f}s  {name:<7} not submitted: {exc}",
             event="error", n=n, error=str(exc))
-        return None
+        return None, time.monotonic() - begun
     say(f"{time.monotonic() - started:5.1f}s  {name:<7} {task.id[:8]}  submitted "
         f"({request.estimated_credits} credits)", event="submitted", n=n, task_id=task.id,
         credits=request.estimated_credits)
-    status: TaskStatus | None = None
+    final = task
     async for event in client.watch(task.id):
+        final = event.task
         status = event.status
         extra = ""
         if status is TaskStatus.COMPLETED:
@@ -100,4 +127,4 @@ async def _one(client: AsyncWanClient, n: int, request: VideoRequest, started: f
             f"{event.previous.value if event.previous else 'new'} -> {status.value}{extra}",
             event="status", n=n, task_id=task.id, status=status.value,
             previous=event.previous.value if event.previous else None)
-    return status
+    return final, time.monotonic() - begun
