@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pty
@@ -126,3 +127,6 @@ def test_demo_in_a_terminal_renders_and_ends_cleanly() -> None:
     screen = b"".join(chunks).decode()
     assert "-> completed" in screen and "credits spent: 960" in screen
     assert "Traceback" not in screen
+    if importlib.util.find_spec("rich") is not None:  # the cli extra draws a live board
+        assert "\x1b[" in screen and "│" in screen
+        assert "\x1b[?25h" in screen  # the cursor is shown again at the end

@@ -13,6 +13,7 @@ from .._errors import WanError
 from .._models import Task, TaskStatus
 from .._requests import ImageToVideo, ReferenceToVideo, TextToVideo, VideoRequest
 from .._watch import PollPolicy
+from ._live import live_board
 
 __all__ = ["demo_requests", "run_demo"]
 
@@ -49,9 +50,15 @@ async def run_demo(*, json_output: bool = False, time_scale: float = 0.1) -> int
     """Run the demo; returns the exit status (0 when it behaved as expected)."""
     from ..testing import FakeWanServer
 
+    requests = demo_requests()
+    board = live_board([_SHORT.get(r.model, "?") for r in requests], json_output=json_output)
+
     def say(line: str, **record: object) -> None:
         if json_output:
             print(json.dumps(record), flush=True)
+        elif board is not None:
+            board.log(line)
+            board.update(record)
         else:
             print(line, flush=True)
 
@@ -64,11 +71,15 @@ async def run_demo(*, json_output: bool = False, time_scale: float = 0.1) -> int
                                   poll=poll) as client:
             before = (await client.get_credits()).balance
             started = time.monotonic()
-            requests = demo_requests()
-            finals = await asyncio.gather(
-                *(_one(client, i, request, started, say)
-                  for i, request in enumerate(requests, 1))
-            )
+            try:
+                finals = await asyncio.gather(
+                    *(_one(client, i, request, started, say)
+                      for i, request in enumerate(requests, 1))
+                )
+            finally:
+                if board is not None:
+                    board.stop()
+                    board = None
             after = (await client.get_credits()).balance
             _table(requests, finals, say)
             first = next((task for task, _ in finals
