@@ -16,35 +16,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 
 import wan26_async as wan
 
-
-@contextlib.contextmanager
-def emulator(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
-    limit = (["--rate-limit", str(args.rate), "--burst", str(args.burst), "--retry-after", "1"]
-             if args.shape == "bucket" else
-             ["--window-limit", str(args.rate * args.window), "--window", str(args.window)])
-    proc = subprocess.Popen([sys.executable, "-m", "wan26_async.testing", "--port", "0",
-                             "--credits", "1e9", *limit], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        base_url = line.split(" on ", 1)[1].split(" ", 1)[0]
-        api_key = line.rsplit("api key ", 1)[1].rstrip(")\n")
-        yield base_url, api_key
-    finally:
-        proc.terminate()
-        proc.wait(10)
+try:  # python -m benchmarks.rate_limit
+    from benchmarks._emulator import emulator
+except ModuleNotFoundError:  # python benchmarks/rate_limit.py
+    from _emulator import emulator  # type: ignore[no-redef,import-not-found]
 
 
 class CountingLimiter(wan.RateLimiter):
@@ -127,7 +110,10 @@ def main() -> None:
     else:
         ideal = (args.n - args.rate * args.window) / args.rate
     out: dict[str, Any] = {"ideal_seconds": ideal, "shape": args.shape}
-    with emulator(args) as (base_url, api_key):
+    limit = (["--rate-limit", str(args.rate), "--burst", str(args.burst), "--retry-after", "1"]
+             if args.shape == "bucket" else
+             ["--window-limit", str(args.rate * args.window), "--window", str(args.window)])
+    with emulator(*limit) as (base_url, api_key):
         for run in args.runs.split(","):
             if run == "learned":
                 result = asyncio.run(sdk(base_url, api_key, args.n, wan.InProcessRateLimiter()))

@@ -23,40 +23,22 @@ import asyncio
 import contextlib
 import json
 import statistics
-import subprocess
-import sys
 import time
 import tracemalloc
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import wan26_async as wan
 
+try:  # python -m benchmarks.watch_scale
+    from benchmarks._emulator import emulator
+except ModuleNotFoundError:  # python benchmarks/watch_scale.py
+    from _emulator import emulator  # type: ignore[no-redef,import-not-found]
+
 SHAPES = [
     {"resolution": "1080p", "duration": 5},  # 20 s of processing
     {"resolution": "720p", "duration": 3},  # 7.5 s
 ]
-
-
-@contextlib.contextmanager
-def emulator() -> Iterator[tuple[str, str]]:
-    """Run the emulator in another process; yield (base_url, api_key)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wan26_async.testing", "--port", "0", "--pending-seconds", "1",
-         "--credits", "1e9"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        # "FakeWanServer listening on http://127.0.0.1:PORT (api key sk-...)"
-        base_url = line.split(" on ", 1)[1].split(" ", 1)[0]
-        api_key = line.rsplit("api key ", 1)[1].rstrip(")\n")
-        yield base_url, api_key
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def requests(n: int) -> list[wan.TextToVideo]:
@@ -143,7 +125,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     results: dict[str, Any] = {}
-    with emulator() as (base_url, api_key):
+    with emulator("--pending-seconds", "1") as (base_url, api_key):
         for mode in args.modes.split(","):
             result = asyncio.run(run(base_url, api_key, args.tasks, mode))
             results[mode] = result
