@@ -48,7 +48,7 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run benchmarks (default: all three single-process ones) and print their figures."""
-    session.install("-e", ".")
+    session.install("-e", ".[bench]")
     scripts = session.posargs or ["benchmarks/throughput.py", "benchmarks/rate_limit.py",
                                   "benchmarks/watch_scale.py"]
     for script in scripts:

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -37,6 +38,7 @@ class CountingLimiter(wan.RateLimiter):
         self.inner = inner
         self.rate_limited = 0
         self.sent: list[float] = []
+        self.admitted: list[float] = []
         self.limited_at: list[float] = []
 
     async def acquire(self) -> None:
@@ -49,6 +51,7 @@ class CountingLimiter(wan.RateLimiter):
         await self.inner.on_rate_limited(retry_after)
 
     def on_success(self) -> None:
+        self.admitted.append(time.monotonic())
         self.inner.on_success()
 
     def release(self) -> None:
@@ -67,7 +70,9 @@ async def sdk(base_url: str, api_key: str, n: int, limiter: wan.RateLimiter) -> 
         await asyncio.gather(*(client.create_task(request) for _ in range(n)))
         elapsed = time.monotonic() - started
     late = sum(1 for t in counting.limited_at if t - started > 1.0)
-    return {"seconds": elapsed, "429s": counting.rate_limited, "429s_after_1s": late}
+    return {"seconds": elapsed, "429s": counting.rate_limited, "429s_after_1s": late,
+            "admitted": [t - started for t in counting.admitted],
+            "refused": [t - started for t in counting.limited_at]}
 
 
 async def hand_written(base_url: str, api_key: str, n: int) -> dict[str, Any]:
@@ -76,6 +81,9 @@ async def hand_written(base_url: str, api_key: str, n: int) -> dict[str, Any]:
                                  "duration": 2}}).encode()
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
     limited = 0
+    admitted: list[float] = []
+    refused: list[float] = []
+    started = time.monotonic()
 
     async def one(session: aiohttp.ClientSession) -> None:
         nonlocal limited
@@ -84,15 +92,51 @@ async def hand_written(base_url: str, api_key: str, n: int) -> dict[str, Any]:
                                     headers=headers) as resp:
                 await resp.read()
                 if resp.status != 429:
+                    admitted.append(time.monotonic() - started)
                     return
                 limited += 1
+                refused.append(time.monotonic() - started)
                 await asyncio.sleep(float(resp.headers.get("Retry-After", "1")))
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
         started = time.monotonic()
         await asyncio.gather(*(one(session) for _ in range(n)))
         elapsed = time.monotonic() - started
-    return {"seconds": elapsed, "429s": limited, "429s_after_1s": None}
+    return {"seconds": elapsed, "429s": limited, "429s_after_1s": None,
+            "admitted": admitted, "refused": refused}
+
+
+def plot(out: dict[str, Any], rate: float, path: str) -> None:
+    """Requests admitted (and refused) per second over time, SDK beside the loop."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {"learned": "wan26-async (learns the limit)", "told": "wan26-async (told 50/s)",
+              "hand": "hand-written loop honouring Retry-After"}
+    runs = [run for run in ("learned", "told", "hand") if run in out]
+    fig, axes = plt.subplots(len(runs), 1, figsize=(9, 2.6 * len(runs)), sharex=True)
+    for ax, run in zip(axes if len(runs) > 1 else [axes], runs, strict=True):
+        result = out[run]
+        end = max([*result["admitted"], 1.0])
+        bins = [i * 0.5 for i in range(int(end / 0.5) + 2)]
+        ax.hist(result["admitted"], bins=bins, weights=[2.0] * len(result["admitted"]),
+                color="tab:green", label="admitted /s")
+        if result["refused"]:
+            ax.hist(result["refused"], bins=bins, weights=[2.0] * len(result["refused"]),
+                    color="tab:red", alpha=0.6, label="429 /s")
+        ax.axhline(rate, color="black", linestyle="--", linewidth=1, label="server limit")
+        ax.set_ylim(0, rate * 4)
+        ax.set_title(f"{labels[run]}: {result['ratio']:.2f}x ideal, "
+                     f"{result['429s_per_task']:.3f} 429s/task", fontsize=10)
+        ax.set_ylabel("requests/s")
+        ax.legend(loc="upper right", fontsize=8)
+    (axes[-1] if len(runs) > 1 else axes).set_xlabel("seconds since launch")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    print(f"plot written to {path}")
 
 
 def main() -> None:
@@ -104,6 +148,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=10, help="window seconds (--shape window)")
     parser.add_argument("--runs", default="learned,told,hand")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--plot", metavar="PNG", help="draw admitted requests/s over time "
+                        "(needs matplotlib)")
     args = parser.parse_args()
     if args.shape == "bucket":
         ideal = (args.n - args.burst) / args.rate
@@ -132,7 +178,13 @@ def main() -> None:
             time.sleep(2)  # let the server's bucket refill between runs
     print("targets (bucket): learned <= 1.12 x and <= 0.05 429s/task; told <= 1.03 x, "
           "no 429 after the first second")
+    if args.plot:
+        plot(out, args.rate, args.plot)
     if args.json:
+        for run in ("learned", "told", "hand"):
+            if run in out:
+                out[run] = {k: v for k, v in out[run].items()
+                            if k not in ("admitted", "refused")}
         print(json.dumps(out))
 
 
