@@ -1,0 +1,269 @@
+"""SDK bugs found by the chaos and property tests, each as its smallest failing case.
+
+Every test here is ``xfail(strict=True)``: it fails today, so the suite stays green, and
+the day the bug is fixed it passes, which fails the run until the marker is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+import wan26_async as wan
+from wan26_async._errors import error_from_reply
+from wan26_async._transport import parse_retry_after
+from wan26_async._wire import decode_json, parse_task, request_from_payload
+from wan26_async.testing import FakeWanServer, Fault, TokenBucket
+
+KEY = "sk-unit-0000000000000000"
+FAST_RETRY = wan.RetryPolicy(max_retries=50, initial_backoff=0.01, max_backoff=0.05)
+
+
+@contextlib.asynccontextmanager
+async def _hammer(client: wan.AsyncWanClient, workers: int) -> AsyncIterator[list[int]]:
+    """Run ``workers`` loops of get_credits meanwhile; a one-item list counts successes."""
+    count = [0]
+
+    async def loop() -> None:
+        while True:
+            await client.get_credits()
+            count[0] += 1
+
+    tasks = [asyncio.ensure_future(loop()) for _ in range(workers)]
+    try:
+        yield count
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _until_learned(limiter: wan.InProcessRateLimiter) -> None:
+    """Wait until the limiter has learned a rate and its last pause is over."""
+    loop = asyncio.get_running_loop()
+    while limiter.phase != "steady" or limiter.paused_until > loop.time():  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+
+
+async def _rate(count: list[int], seconds: float) -> float:
+    before = count[0]
+    await asyncio.sleep(seconds)
+    return (count[0] - before) / seconds
+
+
+# -- _limiter.py ------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "InProcessRateLimiter learns the server's burst as every request admitted before the "
+    "first 429 (minus one), which counts the tokens the server refilled during the slow "
+    "start too: against TokenBucket(rate=500, burst=50) it learns a burst of ~56 and a "
+    "rate of ~55/s, so after every 1 s pause it sends 56 at once, the server refuses ~6, "
+    "and the client pauses again: ~53 req/s, a tenth of the limit, for good (a 429 in the "
+    "steady phase only lowers the rate; the burst is never lowered after an admission)"))
+async def test_an_untold_fast_token_bucket_is_ridden_near_its_rate() -> None:
+    async with FakeWanServer(rate_limit=TokenBucket(rate=500, burst=50)) as server:
+        limiter = wan.InProcessRateLimiter()
+        async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
+                                      rate_limiter=limiter, retry=FAST_RETRY) as client:
+            async with _hammer(client, 30) as count:
+                await _until_learned(limiter)
+                pauses = limiter.pauses
+                rate = await _rate(count, 1.2)
+                pauses = limiter.pauses - pauses
+        await limiter.aclose()
+    assert rate >= 250, f"{rate:.0f} req/s against a 500 req/s bucket; {limiter!r}"
+    assert pauses == 0, f"{pauses} pauses once learned"
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "In the steady phase every 429 lowers the learned rate (min(fit, rate) * 0.97, and "
+    "fit_rate on refusals a bucket did not cause gives far less) and nothing ever raises "
+    "it again: five short storms of three 429s (a gateway hiccup) take a client that had "
+    "learned 98 req/s of a 100 req/s bucket down to ~22 req/s for the rest of its life; "
+    "in the chaos run the default limiter ends near 1.5 req/s and the run never finishes"))
+async def test_the_learned_rate_recovers_after_a_429_storm() -> None:
+    async with FakeWanServer(rate_limit=TokenBucket(rate=100, burst=10)) as server:
+        limiter = wan.InProcessRateLimiter()
+        async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
+                                      rate_limiter=limiter, retry=FAST_RETRY) as client:
+            async with _hammer(client, 20) as count:
+                await _until_learned(limiter)
+                learned = limiter.rate
+                for _ in range(5):
+                    server.inject("credits", Fault.error(429, "rate_limit_exceeded",
+                                                         retry_after="0.05"), times=3)
+                    await asyncio.sleep(0.15)
+                await asyncio.sleep(0.3)
+                after = await _rate(count, 0.8)
+        await limiter.aclose()
+    assert learned is not None and learned > 80
+    assert after >= 70, f"{after:.0f} req/s after the storm (had learned {learned:.0f})"
+
+
+# -- _wire.py / _errors.py: replies that raise something other than WanError ------------------
+
+
+@contextlib.asynccontextmanager
+async def _replying(status: int, body: bytes) -> AsyncIterator[str]:
+    """A loopback server answering every request with ``status`` and ``body``; yields
+    its base URL."""
+
+    async def reply(request: web.Request) -> web.Response:
+        return web.Response(status=status, body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", reply)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+def _client(base_url: str, **kw: object) -> wan.AsyncWanClient:
+    return wan.AsyncWanClient(api_key=KEY, base_url=base_url, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.xfail(strict=True, raises=OverflowError, reason=(
+    "parse_task does int(progress) for any float: a reply with \"progress\": 1e999 (valid "
+    "JSON that Python reads as inf), Infinity or NaN raises OverflowError/ValueError out "
+    "of client.get_task, and out of a watch (not TRANSIENT), so fan_out's outcome is an "
+    "OverflowError; a non-finite progress should be None (or MalformedResponseError)"))
+async def test_a_non_finite_progress_is_not_a_crash() -> None:
+    body = b'{"code": 200, "data": {"taskId": "t", "status": "processing", "progress": 1e999}}'
+    async with _replying(200, body) as base_url, _client(base_url) as client:
+        try:
+            task = await client.get_task("t")
+        except wan.WanError:
+            return
+    assert task.progress is None
+    for value in (float("inf"), float("nan")):
+        parse_task({"taskId": "t", "status": "processing", "progress": value})
+
+
+@pytest.mark.xfail(strict=True, raises=RecursionError, reason=(
+    "json.loads raises RecursionError (not ValueError) on deeply nested JSON; decode_json "
+    "and error_from_reply catch only ValueError/UnicodeDecodeError, so a proxy's 502 with "
+    "a body of 10k '[' escapes client calls as RecursionError, and error_from_reply, "
+    "documented 'Never raises', raises"))
+async def test_a_deeply_nested_reply_is_a_typed_error() -> None:
+    nested = b"[" * 10_000 + b"]" * 10_000
+    async with _replying(502, nested) as base_url, _client(
+        base_url, retry=wan.RetryPolicy(max_retries=0)
+    ) as client:
+        with pytest.raises(wan.InternalServerError):
+            await client.get_credits()
+    assert isinstance(error_from_reply(502, nested, {}), wan.InternalServerError)
+    with pytest.raises(wan.MalformedResponseError):
+        decode_json(nested, 200, {})
+
+
+# -- _config.py / _watch.py / _transport.py: schedules --------------------------------------
+
+
+@pytest.mark.xfail(strict=True, raises=OverflowError, reason=(
+    "RetryPolicy.backoff computes initial_backoff * multiplier ** attempt before the "
+    "min(): from attempt ~1024 (max_retries may be any int) the float power overflows and "
+    "OverflowError escapes Transport.request instead of a wait of max_backoff "
+    "(PollPolicy.interval caps the exponent; backoff does not)"))
+def test_a_late_retry_backoff_is_capped() -> None:
+    policy = wan.RetryPolicy(max_retries=5000, initial_backoff=0.5, max_backoff=8.0)
+    assert 0.0 <= policy.backoff(1100) <= 8.0
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "PollPolicy.interval caps the exponent at 64 polls (to avoid overflow) before taking "
+    "min(max_interval, ...): with a small multiplier the backoff stops growing at poll 64 "
+    "far below max_interval (initial=0.1, multiplier=1.05: stuck at 2.3 s instead of "
+    "reaching 15 s), so long watches poll ~6x more than configured"))
+def test_slow_poll_backoff_still_reaches_max_interval() -> None:
+    policy = wan.PollPolicy(initial=0.1, multiplier=1.05, max_interval=15.0, jitter=0.0)
+    assert policy.interval(200) == 15.0
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "parse_retry_after turns an HTTP date into a datetime with email.utils; the asctime "
+    "form ('Sun Nov  6 08:49:37 1994'), which RFC 9110 requires recipients to accept and "
+    "which is GMT, comes back naive and .timestamp() reads it as *local* time: off by the "
+    "UTC offset (a 60 s Retry-After becomes 18060 s in New York: raised, not slept)"))
+def test_an_asctime_retry_after_is_read_as_gmt(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = 1_780_000_000
+    value = time.strftime("%a %b %e %H:%M:%S %Y", time.gmtime(now + 60))
+    monkeypatch.setenv("TZ", "EST+05")
+    time.tzset()
+    try:
+        seconds = parse_retry_after(value, now=now)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert seconds == 60.0
+
+
+# -- _requests.py: URLs the spec refuses -----------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
+    "VideoRequest._check_url calls urllib.parse.urlsplit without catching its ValueError: "
+    "an invalid IPv6 literal ('http://[oops/a.png') raises a plain ValueError that names "
+    "no field, not wan.ValidationError (same in create_task's callback_url check)"))
+def test_an_unparsable_url_is_a_validation_error() -> None:
+    with pytest.raises(wan.ValidationError) as info:
+        wan.ImageToVideo(prompt="p", image_urls=["http://[oops/a.png"])
+    assert info.value.field == "image_urls[0]"
+
+
+@pytest.mark.parametrize("url", [
+    pytest.param("https://:443/a.png", id="no-host"),
+    pytest.param("http://user@/a.png", id="userinfo-only"),
+    pytest.param("https://exa mple.com/a.png", id="space"),
+    pytest.param("https://example.com/a\tb.png", id="tab"),
+])
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "VideoRequest._check_url accepts any URL with an http(s) scheme and a non-empty "
+    "netloc: one without a host ('https://:443/x', 'http://user@/x') or with whitespace "
+    "is no public HTTP(S) URL, and the emulator answers 400 invalid_request for it, so "
+    "the rule is found only after a network round trip (check parts.hostname, and refuse "
+    "whitespace)"))
+def test_a_url_without_a_host_or_with_whitespace_is_refused_before_io(url: str) -> None:
+    try:
+        request = wan.ImageToVideo(prompt="p", image_urls=[url])
+    except wan.ValidationError as err:
+        assert err.field == "image_urls[0]"
+        return
+    raise AssertionError(f"accepted {request.image_urls}; the server answers 400")
+
+
+# -- _wire.py: request_from_payload ----------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, raises=wan.ValidationError, reason=(
+    "request_from_payload picks the class by the input's keys for a model it does not "
+    "know, and 'image_urls' alone means ImageToVideo: a newer reference-to-video model "
+    "(API.md: model is not checked so newer models work) with only reference images is "
+    "rebuilt as ImageToVideo, and with 2+ images refused ('must hold exactly 1'), so such "
+    "bodies fail in fan_out and wan26 batch"))
+def test_a_newer_reference_model_payload_round_trips() -> None:
+    request = wan.ReferenceToVideo(model="wan-2.7-reference-to-video", prompt="p",
+                                   image_urls=["https://example.com/1.png",
+                                               "https://example.com/2.png"])
+    assert request_from_payload(request.to_payload()) == request
+
+
+# -- _callbacks.py -----------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
+    "CallbackReceiver.__repr__ reads self.url, which raises RuntimeError before start() "
+    "and after stop(): repr() of a receiver (in a log line, a debugger, an assertion "
+    "message, attrs' repr of an object holding it) raises"))
+def test_repr_of_a_receiver_that_is_not_running_does_not_raise() -> None:
+    assert "CallbackReceiver" in repr(wan.CallbackReceiver())
