@@ -90,7 +90,9 @@ class CallbackReceiver:
         self.rejected = 0  # callbacks refused with a 4xx
 
     def __repr__(self) -> str:
-        return f"CallbackReceiver(url={self.url!r}, public_url={self.public_url!r})"
+        running = self._runner is not None or self._attached
+        where = self.url if running else f"{self.host}:{self.port}{self.path} (not running)"
+        return f"CallbackReceiver({where}, public_url={self.public_url!r})"
 
     # -- addresses ---------------------------------------------------------------------
 

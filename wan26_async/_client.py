@@ -30,7 +30,7 @@ from ._download import download
 from ._errors import ConfigurationError, TaskFailedError, ValidationError
 from ._limiter import InProcessRateLimiter, RateLimiter
 from ._models import Credits, Outcome, Task, TaskEvent, TaskStatus
-from ._requests import VideoRequest
+from ._requests import VideoRequest, url_problem
 from ._transport import Transport
 from ._watch import PollPlanner, PollPolicy, PushSource, Shape, WatchPlan, watch_task
 from ._wire import (
@@ -383,8 +383,6 @@ def _task_path(task_id: str) -> str:
 
 
 def _check_callback_url(url: object, model: str) -> None:
-    if not isinstance(url, str):
-        raise ValidationError("callback_url", "must be an http(s) URL", model=model, value=url)
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        raise ValidationError("callback_url", "must be an http(s) URL", model=model, value=url)
+    problem = url_problem(url)
+    if problem is not None:
+        raise ValidationError("callback_url", problem, model=model, value=url)

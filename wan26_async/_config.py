@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_RESPONSE_BYTES",
     "RetryPolicy",
+    "grow",
 ]
 
 DEFAULT_BASE_URL: Final = "https://api.aivideoapi.ai"
@@ -57,5 +58,13 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, *, rng: random.Random | None = None) -> float:
         """Seconds to wait before retry number ``attempt`` (0-based), with full jitter."""
-        bound = min(self.max_backoff, self.initial_backoff * self.multiplier**attempt)
+        bound = grow(self.initial_backoff, self.multiplier, attempt, self.max_backoff)
         return (rng or random).uniform(0.0, bound)
+
+
+def grow(initial: float, multiplier: float, n: int, cap: float) -> float:
+    """``min(cap, initial * multiplier ** n)``, also where the power overflows a float."""
+    try:
+        return min(cap, initial * multiplier**n)
+    except OverflowError:
+        return cap

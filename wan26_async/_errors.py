@@ -358,7 +358,7 @@ def error_from_reply(
     decoded: object
     try:
         decoded = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
         decoded = body[:MAX_ERROR_TEXT].decode("utf-8", "replace")
     if isinstance(decoded, dict):
         err = decoded.get("error")

@@ -24,6 +24,7 @@ __all__ = [
     "ShotType",
     "TextToVideo",
     "VideoRequest",
+    "url_problem",
 ]
 
 TEXT_TO_VIDEO = "wan-2.6-text-to-video"
@@ -69,6 +70,29 @@ class ShotType(_StrEnum):
 CREDITS_PER_SECOND: Mapping[Resolution, int] = MappingProxyType(
     {Resolution.P720: 24, Resolution.P1080: 40}
 )
+
+def url_problem(url: object, kind: str = "") -> str | None:
+    """Why ``url`` is not a public http(s) URL the server accepts, or None when it is."""
+    what = f"a public http(s) {kind} URL" if kind else "a public http(s) URL"
+    if not isinstance(url, str):
+        return f"must be {what}"
+    if url[:5].lower() == "data:":
+        return (f"must be {what}; data: URLs (base64) are not supported: upload the file "
+                "and pass its URL")
+    if any(c.isspace() for c in url):
+        return f"must be {what} without spaces (percent-encode them as %20)"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return f"must be {what}; this one cannot be parsed"
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        if not parts.scheme and _BASE64_RE.match(url):
+            return (f"must be {what}; base64 data is not supported: upload the file and "
+                    "pass its URL")
+        return f"must be {what}"
+    return None
+
 
 def _enum_or_raw(enum: type[_StrEnum], value: object) -> Any:
     """Turn a valid plain string into the enum member; leave anything else as it is,
@@ -233,17 +257,9 @@ class VideoRequest:
         return value
 
     def _check_url(self, field: str, url: object, kind: str) -> None:
-        if not isinstance(url, str):
-            raise self._fail(field, f"must be a public http(s) {kind} URL", url)
-        if url[:5].lower() == "data:":
-            raise self._fail(field, f"must be a public http(s) {kind} URL; data: URLs "
-                             "(base64) are not supported: upload the file and pass its URL", url)
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-            if not parts.scheme and _BASE64_RE.match(url):
-                raise self._fail(field, f"must be a public http(s) {kind} URL; base64 data is "
-                                 "not supported: upload the file and pass its URL", url)
-            raise self._fail(field, f"must be a public http(s) {kind} URL", url)
+        problem = url_problem(url, kind)
+        if problem is not None:
+            raise self._fail(field, problem, url)
 
     def _check_aspect_ratio(self, value: object) -> None:
         self._check_enum("aspect_ratio", value, AspectRatio)

@@ -22,6 +22,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from datetime import timezone
 from typing import Any, NoReturn, TypeVar
 
 import aiohttp
@@ -63,6 +64,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
             return None
+        if when.tzinfo is None:  # the asctime form carries no zone: it is GMT (RFC 9110)
+            when = when.replace(tzinfo=timezone.utc)
         seconds = when.timestamp() - (time.time() if now is None else now)
     if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN, inf
         return None

@@ -31,6 +31,7 @@ from typing import Protocol
 
 import attrs
 
+from ._config import grow
 from ._errors import (
     APIConnectionError,
     InternalServerError,
@@ -82,8 +83,8 @@ class PollPolicy:
 
     def interval(self, poll: int, *, rng: random.Random | None = None) -> float:
         """Seconds to wait after poll number ``poll`` (0-based) of the plain backoff."""
-        base = min(self.max_interval, self.initial * self.multiplier ** min(poll, 64))
-        return _spread(base, self.jitter, rng)
+        return _spread(grow(self.initial, self.multiplier, poll, self.max_interval),
+                       self.jitter, rng)
 
 
 def _spread(base: float, jitter: float, rng: random.Random | None = None) -> float:

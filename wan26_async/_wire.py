@@ -10,6 +10,7 @@ module raise anything but `MalformedResponseError`.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from enum import Enum
@@ -31,6 +32,7 @@ from ._requests import (
     DEFAULT_DURATION,
     IMAGE_TO_VIDEO,
     REFERENCE_TO_VIDEO,
+    TEXT_TO_VIDEO,
     ImageToVideo,
     ReferenceToVideo,
     Resolution,
@@ -130,6 +132,25 @@ def request_payload(request: VideoRequest) -> dict[str, Any]:
     return {"model": request.model, "input": data}
 
 
+def _class_for_model(model: str, inp: Mapping[str, Any]) -> type[VideoRequest]:
+    # The spec's names first, then what a newer model's name says, then its fields.
+    if model == IMAGE_TO_VIDEO:
+        return ImageToVideo
+    if model == REFERENCE_TO_VIDEO:
+        return ReferenceToVideo
+    if model == TEXT_TO_VIDEO:
+        return TextToVideo
+    name = model.lower()
+    for word, cls in (("reference", ReferenceToVideo), ("r2v", ReferenceToVideo),
+                      ("image", ImageToVideo), ("i2v", ImageToVideo),
+                      ("text", TextToVideo), ("t2v", TextToVideo)):
+        if word in name:
+            return cls
+    if "video_urls" in inp:
+        return ReferenceToVideo
+    return ImageToVideo if "image_urls" in inp else TextToVideo
+
+
 def request_from_payload(payload: Mapping[str, Any]) -> VideoRequest:
     """Build the request object for a create body ``{"model": ..., "input": {...}}``.
 
@@ -146,15 +167,7 @@ def request_from_payload(payload: Mapping[str, Any]) -> VideoRequest:
     inp = payload.get("input")
     if not isinstance(inp, Mapping):
         raise ValidationError("input", "must be an object", model=model, value=inp)
-    cls: type[VideoRequest]
-    if model == IMAGE_TO_VIDEO:
-        cls = ImageToVideo
-    elif model == REFERENCE_TO_VIDEO or "video_urls" in inp:
-        cls = ReferenceToVideo
-    elif "image_urls" in inp:
-        cls = ImageToVideo
-    else:
-        cls = TextToVideo
+    cls = _class_for_model(model, inp)
     names = {f.name for f in attrs.fields(cls) if f.init} - {"model", "extra_input"}
     known = {k: v for k, v in inp.items() if k in names}
     extra = {k: v for k, v in inp.items() if k not in names}
@@ -168,7 +181,7 @@ def decode_json(body: bytes, status: int, headers: Mapping[str, str]) -> Any:
     """Decode a success reply's body, or raise `MalformedResponseError` (never ValueError)."""
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
         text = body[:2000].decode("utf-8", "replace")
         raise _malformed("reply is not valid JSON", status, text, headers) from None
 
@@ -327,7 +340,7 @@ def parse_task(data: Mapping[str, Any], task_id: str | None = None) -> Task:
         error=error,
         error_code=error_code,
         progress=int(progress) if isinstance(progress, int | float)
-        and not isinstance(progress, bool) else None,
+        and not isinstance(progress, bool) and math.isfinite(progress) else None,
         model=model if isinstance(model, str) else None,
         raw=data,
     )

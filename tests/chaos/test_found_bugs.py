@@ -1,7 +1,8 @@
 """SDK bugs found by the chaos and property tests, each as its smallest failing case.
 
-Every test here is ``xfail(strict=True)``: it fails today, so the suite stays green, and
-the day the bug is fixed it passes, which fails the run until the marker is removed.
+A test still marked ``xfail(strict=True)`` is a bug not fixed yet: it fails today, so
+the suite stays green, and the day the bug is fixed it passes, which fails the run until
+the marker is removed. The others are fixed bugs, kept as regression tests.
 """
 
 from __future__ import annotations
@@ -133,11 +134,6 @@ def _client(base_url: str, **kw: object) -> wan.AsyncWanClient:
     return wan.AsyncWanClient(api_key=KEY, base_url=base_url, **kw)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason=(
-    "parse_task does int(progress) for any float: a reply with \"progress\": 1e999 (valid "
-    "JSON that Python reads as inf), Infinity or NaN raises OverflowError/ValueError out "
-    "of client.get_task, and out of a watch (not TRANSIENT), so fan_out's outcome is an "
-    "OverflowError; a non-finite progress should be None (or MalformedResponseError)"))
 async def test_a_non_finite_progress_is_not_a_crash() -> None:
     body = b'{"code": 200, "data": {"taskId": "t", "status": "processing", "progress": 1e999}}'
     async with _replying(200, body) as base_url, _client(base_url) as client:
@@ -150,11 +146,6 @@ async def test_a_non_finite_progress_is_not_a_crash() -> None:
         parse_task({"taskId": "t", "status": "processing", "progress": value})
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=(
-    "json.loads raises RecursionError (not ValueError) on deeply nested JSON; decode_json "
-    "and error_from_reply catch only ValueError/UnicodeDecodeError, so a proxy's 502 with "
-    "a body of 10k '[' escapes client calls as RecursionError, and error_from_reply, "
-    "documented 'Never raises', raises"))
 async def test_a_deeply_nested_reply_is_a_typed_error() -> None:
     nested = b"[" * 10_000 + b"]" * 10_000
     async with _replying(502, nested) as base_url, _client(
@@ -170,31 +161,16 @@ async def test_a_deeply_nested_reply_is_a_typed_error() -> None:
 # -- _config.py / _watch.py / _transport.py: schedules --------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason=(
-    "RetryPolicy.backoff computes initial_backoff * multiplier ** attempt before the "
-    "min(): from attempt ~1024 (max_retries may be any int) the float power overflows and "
-    "OverflowError escapes Transport.request instead of a wait of max_backoff "
-    "(PollPolicy.interval caps the exponent; backoff does not)"))
 def test_a_late_retry_backoff_is_capped() -> None:
     policy = wan.RetryPolicy(max_retries=5000, initial_backoff=0.5, max_backoff=8.0)
     assert 0.0 <= policy.backoff(1100) <= 8.0
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "PollPolicy.interval caps the exponent at 64 polls (to avoid overflow) before taking "
-    "min(max_interval, ...): with a small multiplier the backoff stops growing at poll 64 "
-    "far below max_interval (initial=0.1, multiplier=1.05: stuck at 2.3 s instead of "
-    "reaching 15 s), so long watches poll ~6x more than configured"))
 def test_slow_poll_backoff_still_reaches_max_interval() -> None:
     policy = wan.PollPolicy(initial=0.1, multiplier=1.05, max_interval=15.0, jitter=0.0)
     assert policy.interval(200) == 15.0
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "parse_retry_after turns an HTTP date into a datetime with email.utils; the asctime "
-    "form ('Sun Nov  6 08:49:37 1994'), which RFC 9110 requires recipients to accept and "
-    "which is GMT, comes back naive and .timestamp() reads it as *local* time: off by the "
-    "UTC offset (a 60 s Retry-After becomes 18060 s in New York: raised, not slept)"))
 def test_an_asctime_retry_after_is_read_as_gmt(monkeypatch: pytest.MonkeyPatch) -> None:
     now = 1_780_000_000
     value = time.strftime("%a %b %e %H:%M:%S %Y", time.gmtime(now + 60))
@@ -211,10 +187,6 @@ def test_an_asctime_retry_after_is_read_as_gmt(monkeypatch: pytest.MonkeyPatch) 
 # -- _requests.py: URLs the spec refuses -----------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "VideoRequest._check_url calls urllib.parse.urlsplit without catching its ValueError: "
-    "an invalid IPv6 literal ('http://[oops/a.png') raises a plain ValueError that names "
-    "no field, not wan.ValidationError (same in create_task's callback_url check)"))
 def test_an_unparsable_url_is_a_validation_error() -> None:
     with pytest.raises(wan.ValidationError) as info:
         wan.ImageToVideo(prompt="p", image_urls=["http://[oops/a.png"])
@@ -227,12 +199,6 @@ def test_an_unparsable_url_is_a_validation_error() -> None:
     pytest.param("https://exa mple.com/a.png", id="space"),
     pytest.param("https://example.com/a\tb.png", id="tab"),
 ])
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "VideoRequest._check_url accepts any URL with an http(s) scheme and a non-empty "
-    "netloc: one without a host ('https://:443/x', 'http://user@/x') or with whitespace "
-    "is no public HTTP(S) URL, and the emulator answers 400 invalid_request for it, so "
-    "the rule is found only after a network round trip (check parts.hostname, and refuse "
-    "whitespace)"))
 def test_a_url_without_a_host_or_with_whitespace_is_refused_before_io(url: str) -> None:
     try:
         request = wan.ImageToVideo(prompt="p", image_urls=[url])
@@ -245,12 +211,6 @@ def test_a_url_without_a_host_or_with_whitespace_is_refused_before_io(url: str) 
 # -- _wire.py: request_from_payload ----------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=wan.ValidationError, reason=(
-    "request_from_payload picks the class by the input's keys for a model it does not "
-    "know, and 'image_urls' alone means ImageToVideo: a newer reference-to-video model "
-    "(API.md: model is not checked so newer models work) with only reference images is "
-    "rebuilt as ImageToVideo, and with 2+ images refused ('must hold exactly 1'), so such "
-    "bodies fail in fan_out and wan26 batch"))
 def test_a_newer_reference_model_payload_round_trips() -> None:
     request = wan.ReferenceToVideo(model="wan-2.7-reference-to-video", prompt="p",
                                    image_urls=["https://example.com/1.png",
@@ -261,9 +221,5 @@ def test_a_newer_reference_model_payload_round_trips() -> None:
 # -- _callbacks.py -----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "CallbackReceiver.__repr__ reads self.url, which raises RuntimeError before start() "
-    "and after stop(): repr() of a receiver (in a log line, a debugger, an assertion "
-    "message, attrs' repr of an object holding it) raises"))
 def test_repr_of_a_receiver_that_is_not_running_does_not_raise() -> None:
     assert "CallbackReceiver" in repr(wan.CallbackReceiver())
