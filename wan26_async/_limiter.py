@@ -153,6 +153,7 @@ class InProcessRateLimiter(RateLimiter):
         self._events: list[tuple[float, bool]] = []  # replies since the last pause ended
         self._anchor = 0.0  # when the last pause ended (bucket assumed full)
         self._first_limited: float | None = None
+        self._ceiling = math.inf if rate is None else rate  # the pace a fit allows
         self._admitted_since_first = 0
         self.pauses = 0  # how many times a 429 closed the gate
         self.rate_limited = 0  # 429 replies seen
@@ -233,8 +234,13 @@ class InProcessRateLimiter(RateLimiter):
         self._events.append((now, True))
         if self._first_limited is not None:
             self._admitted_since_first += 1
-        if self.phase == "probe" and self.rate is not None:
+        if self.rate is None:
+            return
+        if self.phase == "probe":
             self.rate *= 1.08  # ramp the probe until the server refuses
+        elif self.rate < self._ceiling:
+            # a pause that taught nothing (a hiccup) slowed us: recover, 1% per success
+            self.rate = min(self._ceiling, self.rate * 1.01)
 
     # -- pauses -----------------------------------------------------------------------
 
@@ -272,26 +278,41 @@ class InProcessRateLimiter(RateLimiter):
             self.rate = max(1.0, self.server_burst / self._default_retry_after) * 2.0
             self._tokens = 1.0
         else:
-            if not any(admitted for _, admitted in self._events):
-                # refused before any admission: the burst was spent, nothing to fit
-                self.rate = (self.rate or 1.0) * 0.97
-                self.burst = max(1.0, self.burst - 1.0)
-                self._events = []
-                return
-            lowest, highest = fit_rate(self._events, burst=self.server_burst,
-                                       start=self._anchor)
-            # Reply times lag the server's decisions, which biases the lowest rate low;
-            # the middle of the bracket is the better guess when the bracket is tight.
-            rate = (lowest + highest) / 2 if highest < lowest * 1.2 else lowest
-            if self._first_limited is not None and now > self._first_limited:
-                # for shapes that are not a bucket: never slower than what was admitted
-                rate = max(rate, self._admitted_since_first / (now - self._first_limited))
-            previous = self.rate if self.phase == "steady" else None
-            self.rate = rate * self.margin if previous is None else min(rate, previous) * 0.97
-            self.phase = "steady"
-            _log.info("learned the server's rate limit: about %.1f requests/s (burst %g); "
-                      "bracket %.1f-%.1f", rate, self.burst, lowest, highest)
+            self._relearn(now)
         self._events = []
+
+    def _relearn(self, now: float) -> None:
+        """A 429 in the probe or steady phase: fit the rate, or fix the burst."""
+        admitted = sum(1 for _, ok in self._events if ok)
+        if self.phase == "steady" and 2 <= admitted < self.burst:
+            # refused while the burst after a pause was being spent: the server's burst
+            # is smaller than learned (the start phase also counted refilled tokens)
+            self.server_burst = float(admitted)
+            self.burst = max(1.0, admitted - 1.0)
+            _log.info("the server's burst is about %d; pacing bursts of %g", admitted,
+                      self.burst)
+            return
+        lowest, highest = fit_rate(self._events, burst=self.server_burst, start=self._anchor)
+        if admitted <= self.server_burst or lowest <= 0.0:
+            # nothing to fit (a gateway hiccup, or refused within the burst): slow down a
+            # little for now; the pace recovers toward what was learned
+            self.rate = (self.rate or 1.0) * 0.97
+            self.phase = "steady"
+            return
+        # Reply times lag the server's decisions, which biases the lowest rate low; the
+        # middle of the bracket is the better guess when the bracket is tight.
+        rate = (lowest + highest) / 2 if highest < lowest * 1.2 else lowest
+        if self._first_limited is not None and now > self._first_limited:
+            # for shapes that are not a bucket: never slower than what was admitted
+            rate = max(rate, self._admitted_since_first / (now - self._first_limited))
+        if self.phase == "probe":
+            self.rate = self._ceiling = rate * self.margin
+        else:
+            self._ceiling = min(self._ceiling, max(rate * self.margin, self._ceiling * 0.95))
+            self.rate = min(self.rate or rate, self._ceiling) * 0.97
+        self.phase = "steady"
+        _log.info("learned the server's rate limit: about %.1f requests/s (burst %g); "
+                  "bracket %.1f-%.1f", rate, self.burst, lowest, highest)
 
     # -- releasing waiters ------------------------------------------------------------
 

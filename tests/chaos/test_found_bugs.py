@@ -61,12 +61,11 @@ async def _rate(count: list[int], seconds: float) -> float:
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "InProcessRateLimiter learns the server's burst as every request admitted before the "
-    "first 429 (minus one), which counts the tokens the server refilled during the slow "
-    "start too: against TokenBucket(rate=500, burst=50) it learns a burst of ~56 and a "
-    "rate of ~55/s, so after every 1 s pause it sends 56 at once, the server refuses ~6, "
-    "and the client pauses again: ~53 req/s, a tenth of the limit, for good (a 429 in the "
-    "steady phase only lowers the rate; the burst is never lowered after an admission)"))
+    "Partly fixed: the start phase counts tokens the server refilled during the slow "
+    "start as burst (learns ~56 for a burst of 50), and the probe's rate fit inherits "
+    "that error (~320/s learned of 500/s). A refusal within the burst after a pause now "
+    "corrects the burst, but only after one more pause, and the rate stays ~35% low. "
+    "Fitting the burst and the rate together in the probe would fix both."))
 async def test_an_untold_fast_token_bucket_is_ridden_near_its_rate() -> None:
     async with FakeWanServer(rate_limit=TokenBucket(rate=500, burst=50)) as server:
         limiter = wan.InProcessRateLimiter()
@@ -82,12 +81,6 @@ async def test_an_untold_fast_token_bucket_is_ridden_near_its_rate() -> None:
     assert pauses == 0, f"{pauses} pauses once learned"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "In the steady phase every 429 lowers the learned rate (min(fit, rate) * 0.97, and "
-    "fit_rate on refusals a bucket did not cause gives far less) and nothing ever raises "
-    "it again: five short storms of three 429s (a gateway hiccup) take a client that had "
-    "learned 98 req/s of a 100 req/s bucket down to ~22 req/s for the rest of its life; "
-    "in the chaos run the default limiter ends near 1.5 req/s and the run never finishes"))
 async def test_the_learned_rate_recovers_after_a_429_storm() -> None:
     async with FakeWanServer(rate_limit=TokenBucket(rate=100, burst=10)) as server:
         limiter = wan.InProcessRateLimiter()
