@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -35,23 +36,12 @@ from typing import Any
 
 import wan26_async as wan
 
+try:  # python -m benchmarks.ratelimit_fleet
+    from benchmarks._emulator import emulator
+except ModuleNotFoundError:  # python benchmarks/ratelimit_fleet.py
+    from _emulator import emulator  # type: ignore[no-redef,import-not-found]
+
 REQUEST = wan.TextToVideo(prompt="fleet benchmark", resolution="720p", duration=2)
-
-
-@contextlib.contextmanager
-def emulator(rate: float, burst: int) -> Iterator[tuple[str, str]]:
-    proc = subprocess.Popen([sys.executable, "-m", "wan26_async.testing", "--port", "0",
-                             "--credits", "1e9", "--rate-limit", str(rate), "--burst",
-                             str(burst), "--retry-after", "1"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        base_url = line.split(" on ", 1)[1].split(" ", 1)[0]
-        api_key = line.rsplit("api key ", 1)[1].rstrip(")\n")
-        yield base_url, api_key
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @contextlib.contextmanager
@@ -120,7 +110,8 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
         import logging
 
         logging.basicConfig(format="%(created).3f %(process)d %(message)s")
-        logging.getLogger("wan26_async").setLevel(logging.INFO)
+        level = os.environ["WAN_BENCH_LOG"].upper()  # 1 (INFO) or a level name
+        logging.getLogger("wan26_async").setLevel(level if level in ("DEBUG",) else "INFO")
     inner: wan.RateLimiter
     if args.mode == "redis":
         from wan26_async.redis import RedisRateLimiter, scope_for
@@ -135,7 +126,14 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
                                   retry=wan.RetryPolicy(max_retries=1000)) as client:
         await asyncio.sleep(max(0.0, args.start_at - time.time()))  # the fleet starts at once
         started = time.time()
-        tasks = await asyncio.gather(*(client.create_task(REQUEST) for _ in range(args.n)))
+        done: list[float] = []
+
+        async def one() -> wan.Task:
+            task = await client.create_task(REQUEST)
+            done.append(time.time())
+            return task
+
+        tasks = await asyncio.gather(*(one() for _ in range(args.n)))
         finished = time.time()
     await limiter.aclose()
     extra = {}
@@ -143,7 +141,8 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
         extra = {"round_trips": getattr(inner, "round_trips", None),
                  "outages": getattr(inner, "outages", None)}
     return {"started": started, "finished": finished, "created": len(tasks),
-            "429s": limiter.rate_limited, **extra}
+            "429s": limiter.rate_limited, "done": [round(t - args.start_at, 4) for t in done],
+            **extra}
 
 
 def run_fleet(args: argparse.Namespace, mode: str, base_url: str, api_key: str,
@@ -170,6 +169,9 @@ def run_fleet(args: argparse.Namespace, mode: str, base_url: str, api_key: str,
         "429s_per_task": limited / total, "created": sum(r["created"] for r in results),
         "per_process_seconds": [round(r["finished"] - start_at, 2) for r in results],
     }
+    done = sorted(t for r in results for t in r["done"])
+    summary["created_per_second"] = [sum(1 for t in done if s <= t < s + 1)
+                                      for s in range(math.ceil(makespan))]
     if mode == "redis":
         summary["redis_round_trips_per_task"] = sum(r["round_trips"] for r in results) / total
         summary["outages"] = sum(r["outages"] for r in results)
@@ -185,6 +187,7 @@ def main() -> None:
     parser.add_argument("--runs", default="redis,local")
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--timeline", action="store_true", help="creates done per second")
     # a worker process (internal)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -199,7 +202,8 @@ def main() -> None:
     total = args.n * args.processes
     ideal = (total - args.burst) / args.rate
     out: dict[str, Any] = {"ideal_seconds": ideal, "processes": args.processes, "tasks": total}
-    with emulator(args.rate, args.burst) as (base_url, api_key), \
+    limit = ("--rate-limit", str(args.rate), "--burst", str(args.burst), "--retry-after", "1")
+    with emulator(*limit) as (base_url, api_key), \
             redis_server(args.redis_url) as redis_url:
         for i, mode in enumerate(args.runs.split(",")):
             if i:
@@ -212,6 +216,8 @@ def main() -> None:
                   f"{result['429s_per_task']:.3f}/task, {result['created']} created"
                   + (f", {result['redis_round_trips_per_task']:.2f} Redis round trips/task"
                      if mode == "redis" else ""), flush=True)
+            if args.timeline:
+                print(f"{'':>16}creates done per second: {result['created_per_second']}")
     print("target (Redis limiter): <= 1.12 x ideal and <= 0.05 429s per task")
     if args.json:
         print(json.dumps(out))

@@ -42,7 +42,8 @@ from ._models import Task, TaskStatus
 from ._requests import VideoRequest
 from ._wire import request_from_payload
 
-__all__ = ["BatchError", "BatchProgress", "BatchSummary", "load_jobs", "run_batch"]
+__all__ = ["BatchError", "BatchProgress", "BatchSummary", "load_jobs", "parse_shard", "run_batch",
+           "shard_jobs"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -96,6 +97,24 @@ def load_jobs(path: Path) -> list[Job]:
         raise BatchError(f"{path}: {len(errors)} invalid line(s); nothing was submitted",
                          errors)
     return jobs
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"``: the I-th (from 1) of N shards; raise ValueError for anything else."""
+    index, sep, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i = n = 0
+    if not sep or not 1 <= i <= n:
+        raise ValueError(f"a shard is I/N with 1 <= I <= N, like 1/4; got {text!r}")
+    return i, n
+
+
+def shard_jobs(jobs: list[Job], index: int, count: int) -> list[Job]:
+    """The jobs of shard ``index`` of ``count``: lines are dealt in turn (line 1 to shard 1,
+    line 2 to shard 2, ...), so the N shards of one file are disjoint and cover it."""
+    return [job for job in jobs if (job.line - 1) % count == index - 1]
 
 
 class Journal:

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._client import AsyncWanClient
-from .._errors import WanError
+from .._errors import ConfigurationError, WanError
+from .._limiter import RateLimiter
 from .._models import Task
 from .._version import __version__
 from ._generate import add_generate_parser, run_generate
@@ -76,20 +77,52 @@ async def _watch(args: argparse.Namespace) -> int:
     return 0 if last is not None and last.status.value == "completed" else 1
 
 
+def _redis_limiter(args: argparse.Namespace) -> RateLimiter:
+    """The limiter shared through Redis by every process of this key (``--redis-url``)."""
+    import os
+
+    from .._config import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL
+
+    try:
+        from ..redis import RedisRateLimiter, scope_for
+    except ImportError as exc:
+        raise ConfigurationError(str(exc)) from None
+    key = args.api_key or os.environ.get(API_KEY_ENV) or ""
+    base_url = args.base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    return RedisRateLimiter.from_url(args.redis_url, scope=scope_for(base_url, key))
+
+
+def _shard(text: str) -> tuple[int, int]:
+    from .._batch import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 async def _batch(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .._batch import load_jobs, run_batch
+    from .._batch import load_jobs, run_batch, shard_jobs
     from ._progress import BatchReporter
 
     jobs = load_jobs(Path(args.file))
+    if args.shard is not None:
+        jobs = shard_jobs(jobs, *args.shard)
     reporter = BatchReporter(json_output=args.json)
-    async with _client(args) as client:
-        summary = await run_batch(
-            client, jobs, Path(args.out), concurrency=args.concurrency,
-            journal_path=Path(args.journal) if args.journal else None,
-            resend_ambiguous=args.resend_ambiguous, on_progress=reporter.update,
-        )
+    limiter = _redis_limiter(args) if args.redis_url else None
+    try:
+        async with AsyncWanClient(api_key=args.api_key, base_url=args.base_url,
+                                  rate_limiter=limiter) as client:
+            summary = await run_batch(
+                client, jobs, Path(args.out), concurrency=args.concurrency,
+                journal_path=Path(args.journal) if args.journal else None,
+                resend_ambiguous=args.resend_ambiguous, on_progress=reporter.update,
+            )
+    finally:
+        if limiter is not None:
+            await limiter.aclose()
     reporter.finish(summary)
     return 0 if summary.complete else 3
 
@@ -144,6 +177,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resend-ambiguous", action="store_true",
                    help="resend creates that may have reached the server, with the same "
                         "idempotency key (only on a gateway that honours it)")
+    p.add_argument("--redis-url", metavar="URL",
+                   help="share the rate limit through this Redis with every other process "
+                        "of the key, e.g. other shards (needs wan26-async[redis])")
+    p.add_argument("--shard", type=_shard, metavar="I/N",
+                   help="run only lines I, I+N, I+2N, ... (each shard with its own --out)")
     # Listed for --help; its own options are parsed by the emulator's command line.
     sub.add_parser("fake-server", add_help=False,
                    help="run the API emulator (wan26 fake-server --help for its options)")
