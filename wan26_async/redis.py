@@ -434,9 +434,9 @@ class RedisRateLimiter(RateLimiter):
             # What the server decided since the last pause (whenever the replies came):
             # up to its refusal, and a little after it (the requests then in flight).
             # The first wave's requests leave within a few ms of each other, in an order
-            # the server may not keep: its admissions up to 10 ms after the refusal are
+            # the server may not keep: its admissions up to 5 ms after the refusal are
             # its burst (a token refilled after it takes 1/rate, 20 ms at 50/s).
-            until = limited_at + (10.0 if phase == "start" else 50.0)
+            until = limited_at + (5.0 if phase == "start" else 50.0)
             pipe.zrangebyscore(events_key, f"{anchor:.3f}", f"{until:.3f}", withscores=True)
             self.round_trips += 1
             state, events = await asyncio.wait_for(pipe.execute(), self._op_timeout)
