@@ -155,6 +155,9 @@ class AsyncWanClient:
         self.poll = poll or PollPolicy()
         self.rate_limiter = rate_limiter or InProcessRateLimiter()
         self._owns_limiter = rate_limiter is None
+        bind = getattr(self.rate_limiter, "bind", None)
+        if callable(bind):  # a shared limiter scopes its state to this base URL and key
+            bind(url, key)
         self.callbacks = callbacks
         self.resend_ambiguous_creates = resend_ambiguous_creates
         # A download may take long: only connecting and each read are bounded.
