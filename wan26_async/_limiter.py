@@ -11,10 +11,11 @@ about two 429s:
 
 1. *Start*: no pacing, but requests in flight grow from a small window by one per
    success (slow start), so the first 429 finds few requests in flight. What was
-   admitted before it is the server's burst.
+   admitted before it is the server's burst, plus what it refilled meanwhile.
 2. *Probe*: after the pause, requests are paced from a low rate that grows with each
-   success, until a second 429. The replies since the pause bracket the server's
-   rate: the lowest rate that explains every admission is taken (`fit_rate`).
+   success, until a second 429. Both waves began with a full bucket and differ in
+   length: together they tell the burst from the rate (`fit_bucket`). Each request
+   is timed by when the server decided on it (`DecisionClock`), not by its reply.
 3. *Steady*: a client-side bucket with the learned rate and burst paces every call;
    any further 429 pauses, refits and slows down a little.
 
@@ -26,16 +27,63 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextvars
 import logging
 import math
 from collections import deque
+from collections.abc import Sequence
 
-__all__ = ["InProcessRateLimiter", "RateLimiter", "fit_rate"]
+__all__ = ["InProcessRateLimiter", "RateLimiter", "fit_bucket", "fit_rate"]
 
 _log = logging.getLogger("wan26_async")
 
 #: Pause after a 429 that carries no Retry-After.
 DEFAULT_RETRY_AFTER = 1.0
+#: When the request of the current task left (loop time): set by a limiter's `acquire`,
+#: read by its `on_success` and `on_rate_limited`, which the transport calls in the same
+#: task.
+SENT_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "wan26_sent_at", default=None)
+#: The probe starts at this many bursts per default Retry-After, and speeds up by
+#: `PROBE_STEP` per success until the server refuses.
+PROBE_START = 4.0
+PROBE_STEP = 1.08
+#: How many recent round trips the shortest one is taken from.
+RTT_WINDOW = 64
+
+Events = Sequence[tuple[float, bool]]
+
+
+def paced_burst(server_burst: float) -> float:
+    """How many requests to send at once after a pause, for a server that admits
+    ``server_burst``: a tenth less (at least one). The server spends the burst a little
+    after it was sent, and the refill it would have had meanwhile is lost; and a burst
+    learned from the first replies can be a token or two too big. A smaller burst
+    costs nothing once requests are paced."""
+    return max(1.0, server_burst - max(1.0, math.ceil(server_burst / 10)))
+
+
+class DecisionClock:
+    """When the server decided on the current task's request, in loop time.
+
+    It was sent at `SENT_AT` and the reply came ``now``. A request may wait before the
+    server decides (for a new connection, in a busy server's queue), but the reply
+    leaves as soon as it is decided: so the decision is taken to be half the quickest
+    recent round trip before the reply, not after the send. (Measured on a fleet's
+    first, connection-opening wave, this places decisions within a few ms; from the
+    send it was off by 10-20 ms, a token at 50/s.)"""
+
+    __slots__ = ("rtts",)
+
+    def __init__(self) -> None:
+        self.rtts: deque[float] = deque(maxlen=RTT_WINDOW)
+
+    def decided(self, now: float) -> float:
+        sent = SENT_AT.get()
+        if sent is None or sent > now:
+            return now
+        self.rtts.append(now - sent)
+        return now - min(self.rtts) / 2
 
 
 class RateLimiter(abc.ABC):
@@ -71,9 +119,54 @@ class RateLimiter(abc.ABC):
         """Release what the limiter holds (timers, connections). Idempotent."""
 
 
+#: The least rate a fit considers: a request a minute.
+_FLOOR = 1.0 / 60.0
+
+
+def _bracket(
+    waves: Sequence[tuple[float, Events]], burst: float, full: bool, hi: float,
+    floor: float = _FLOOR, floor_high: float = _FLOOR,
+) -> tuple[float, float]:
+    """``(lowest, highest)`` refill rate of a bucket of ``burst`` tokens that explains
+    every wave; the lowest may exceed the highest (no rate does). ``floor`` and
+    ``floor_high`` are rates known to be at most the lowest and the highest."""
+
+    def explains(rate: float, admitted_side: bool) -> bool:
+        for start, events in waves:
+            tokens = burst if full else 0.0
+            last = start
+            for when, admitted in events:
+                if when > last:
+                    tokens = min(burst, tokens + (when - last) * rate)
+                    last = when
+                if admitted:
+                    if admitted_side and tokens < 1.0 - 1e-9:
+                        return False
+                    tokens = max(0.0, tokens - 1.0)
+                elif not admitted_side and tokens >= 1.0 - 1e-9:
+                    return False
+        return True
+
+    # More rate means more tokens, so both ends are found by bisection, on a log scale
+    # from ``floor`` (or a rate known to be too low) up, to a part in 10,000.
+    lo, up = floor, hi
+    while up > lo * 1.0001:  # least rate that explains every admission
+        mid = math.sqrt(lo * up)
+        lo, up = (lo, mid) if explains(mid, True) else (mid, up)
+    lowest = 0.0 if up <= _FLOOR * 1.001 and explains(0.0, True) else up
+    if all(admitted for _, events in waves for _, admitted in events):
+        return lowest, hi
+    if not explains(_FLOOR, False):
+        return lowest, 0.0
+    lo, up = max(_FLOOR, floor_high), hi
+    while up > lo * 1.0001:  # most rate that explains every refusal
+        mid = math.sqrt(lo * up)
+        lo, up = (mid, up) if explains(mid, False) else (lo, mid)
+    return lowest, lo
+
+
 def fit_rate(
-    events: list[tuple[float, bool]], *, burst: float, start: float, full: bool = True,
-    hi: float = 100_000.0,
+    events: Events, *, burst: float, start: float, full: bool = True, hi: float = 100_000.0,
 ) -> tuple[float, float]:
     """Bracket a token bucket's refill rate from replies: ``(lowest, highest)`` rate that
     explains them. ``events`` are ``(time, admitted)`` in time order since ``start``,
@@ -83,34 +176,87 @@ def fit_rate(
     highest the most at which every refused one found none. More rate means more
     tokens, so both are found by bisection.
     """
+    lowest, highest = _bracket([(start, events)], burst, full, hi)
+    return lowest, max(lowest, highest)
 
-    def explains(rate: float, admitted_side: bool) -> bool:
-        tokens = burst if full else 0.0
-        last = start
-        for when, admitted in events:
-            tokens = min(burst, tokens + (when - last) * rate)
-            last = when
-            has_token = tokens >= 1.0 - 1e-9
-            if admitted:
-                if not has_token and admitted_side:
-                    return False
-                tokens = max(0.0, tokens - 1.0)
-            elif has_token and not admitted_side:
-                return False
-        return True
 
-    lo, up = 0.0, hi
-    for _ in range(50):  # least rate that explains every admission
-        mid = (lo + up) / 2
-        lo, up = (lo, mid) if explains(mid, True) else (mid, up)
-    lowest = up
-    if all(admitted for _, admitted in events):
-        return lowest, hi
-    lo, up = 0.0, hi
-    for _ in range(50):  # most rate that explains every refusal
-        mid = (lo + up) / 2
-        lo, up = (mid, up) if explains(mid, False) else (lo, mid)
-    return lowest, max(lowest, lo)
+def rate_in(lowest: float, highest: float) -> float:
+    """The rate taken from a fitted bracket: a quarter of the way up a tight one (a
+    guess too high costs a pause, one too low only a little pace), its low end when the
+    bracket is wide (over a fifth: the refusal was not near the admissions)."""
+    if highest >= lowest * 1.2:
+        return lowest
+    return lowest + (highest - lowest) / 4
+
+
+def _in_server_order(events: Events, jitter: float) -> list[tuple[float, bool]]:
+    """``events`` sorted, with each refusal moved after the admissions decided up to
+    ``jitter`` later: requests sent together reach the server in an order of its own,
+    and a bucket admits nothing right after it refused."""
+    ordered = sorted(events)
+    out: list[tuple[float, bool]] = []
+    for i, (when, admitted) in enumerate(ordered):
+        if not admitted:
+            for later, ok in ordered[i + 1:]:
+                if later > when + jitter:
+                    break
+                if ok:
+                    when = later
+        out.append((when, admitted))
+    out.sort(key=lambda e: (e[0], not e[1]))
+    return out
+
+
+def fit_bucket(
+    first: Events, probe: Events, *, start: float, jitter: float = 0.005,
+) -> tuple[float, float, float, float]:
+    """Fit a token bucket's burst and rate together: ``(burst, rate, lowest, highest)``.
+
+    ``first`` is the first wave of a client (sent as fast as a slow start allows, from a
+    full bucket, up to and a little after its first refusal); ``probe`` the paced wave
+    after the pause it caused, from ``start``, when the bucket was full again.
+    Neither alone tells burst from rate: what the first wave had admitted is the burst
+    *plus* what refilled meanwhile, and the probe's refusal bounds the burst plus the
+    refill over its own, longer, span. Together they do: the rate is fitted from the
+    probe (`fit_rate`) with the burst that explains the first wave at that rate, until
+    the burst stays the same (`rate_in` picks the rate from its bracket).
+
+    Times are when the server decided; their order within ``jitter`` seconds is not
+    trusted (see `_in_server_order`), and the probe is read up to its first refusal
+    (what was in flight then is noise, not news).
+    """
+    wave = _in_server_order(first, jitter)
+    admitted = [when for when, ok in wave if ok]
+    n = len(admitted)
+    # the first refusal, and how many were admitted before it
+    refused = next(((when, i) for i, (when, ok) in enumerate(wave) if not ok), None)
+    cut: list[tuple[float, bool]] = []
+    for event in _in_server_order(probe, jitter):
+        cut.append(event)
+        if not event[1]:
+            break
+    burst = float(max(1, n))
+    lowest = highest = rate = 0.0
+    for _ in range(8):
+        lowest, highest = fit_rate(cut, burst=burst, start=start)
+        rate = rate_in(lowest, highest)
+        if not admitted:
+            break
+        # The k-th admission of the first wave needed k tokens: the burst and what had
+        # refilled since the first one; the most demanding one bounds the burst from
+        # below. A decision timed a little early can push that bound just past a whole
+        # token: then the first refusal, which found less than one, settles it.
+        need = max(k - rate * (when - admitted[0]) for k, when in enumerate(admitted, 1))
+        fitted = math.ceil(need - 0.05)
+        if refused is not None and need - (fitted - 1) < 0.25:
+            when, before = refused
+            if before + 1 - rate * (when - admitted[0]) < fitted:
+                fitted -= 1
+        fitted = min(max(1, n), max(1, fitted))
+        if fitted == burst:
+            break
+        burst = float(fitted)
+    return burst, rate, lowest, highest
 
 
 class InProcessRateLimiter(RateLimiter):
@@ -149,7 +295,10 @@ class InProcessRateLimiter(RateLimiter):
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # learning
-        self._admitted = 0  # admitted before the first 429 (reveals the burst)
+        self._admitted = 0  # admitted before the first 429 (burst + what refilled)
+        self._clock = DecisionClock()
+        self._wave: list[tuple[float, bool]] | None = [] if self.learning else None
+        self._wave_open = self.learning  # until the first pause ends
         self._events: list[tuple[float, bool]] = []  # replies since the last pause ended
         self._anchor = 0.0  # when the last pause ended (bucket assumed full)
         self._first_limited: float | None = None
@@ -192,17 +341,23 @@ class InProcessRateLimiter(RateLimiter):
 
     def try_acquire(self) -> bool:
         loop = self._loop
-        if loop is None or self._waiters or not self._may_go(loop.time()):
+        if loop is None or self._waiters:
+            return False
+        now = loop.time()
+        if not self._may_go(now):
             return False
         self._take()
+        SENT_AT.set(now)
         return True
 
     async def acquire(self) -> None:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        if not self._waiters and self._may_go(loop.time()):
+        now = loop.time()
+        if not self._waiters and self._may_go(now):
             self._take()
+            SENT_AT.set(now)
             return
         fut: asyncio.Future[None] = loop.create_future()
         self._waiters.append(fut)
@@ -214,6 +369,7 @@ class InProcessRateLimiter(RateLimiter):
                 self._in_flight -= 1  # granted just as we were cancelled: give it back
                 self._schedule()
             raise
+        SENT_AT.set(loop.time())
 
     def release(self) -> None:
         self._in_flight -= 1
@@ -223,21 +379,25 @@ class InProcessRateLimiter(RateLimiter):
     def on_success(self) -> None:
         if not self.learning:
             return
+        if self._loop is None:
+            return
+        decided = self._clock.decided(self._loop.time())
+        if self._wave_open and self._wave is not None:
+            self._wave.append((decided, True))
         if self.phase == "start":
             self._admitted += 1
             self._window += 0.5  # x1.5 per round trip: few in flight when a limit shows
             if self._window > 4096:
                 self._window = math.inf  # no limit in sight: stop counting
+                self._wave = None
             return
-        assert self._loop is not None
-        now = self._loop.time()
-        self._events.append((now, True))
+        self._events.append((decided, True))
         if self._first_limited is not None:
             self._admitted_since_first += 1
         if self.rate is None:
             return
         if self.phase == "probe":
-            self.rate *= 1.08  # ramp the probe until the server refuses
+            self.rate *= PROBE_STEP  # ramp the probe until the server refuses
         elif self.rate < self._ceiling:
             # a pause that taught nothing (a hiccup) slowed us: recover, 1% per success
             self.rate = min(self._ceiling, self.rate * 1.01)
@@ -251,7 +411,10 @@ class InProcessRateLimiter(RateLimiter):
         self.rate_limited += 1
         wait = self._default_retry_after if retry_after is None else max(0.0, retry_after)
         if self.learning:
-            self._events.append((now, False))
+            decided = self._clock.decided(now)
+            if self._wave_open and self._wave is not None:
+                self._wave.append((decided, False))
+            self._events.append((decided, False))
             self._learn(now)
         until = now + wait
         if until <= self._gate_until:
@@ -271,11 +434,10 @@ class InProcessRateLimiter(RateLimiter):
         if self.phase == "start":
             self._first_limited = now
             self.server_burst = float(max(1, self._admitted))
-            # One token of slack: the server spends a burst a little after we send it.
-            self.burst = max(1.0, self.server_burst - 1.0)
+            self.burst = paced_burst(self.server_burst)
             self._window = math.inf
             self.phase = "probe"
-            self.rate = max(1.0, self.server_burst / self._default_retry_after) * 2.0
+            self.rate = max(1.0, self.server_burst / self._default_retry_after) * PROBE_START
             self._tokens = 1.0
         else:
             self._relearn(now)
@@ -283,14 +445,29 @@ class InProcessRateLimiter(RateLimiter):
 
     def _relearn(self, now: float) -> None:
         """A 429 in the probe or steady phase: fit the rate, or fix the burst."""
+        self._events.sort()
         admitted = sum(1 for _, ok in self._events if ok)
-        if self.phase == "steady" and 2 <= admitted < self.burst:
+        if self.phase == "probe" and self._wave:
+            # the first wave and the probe each began with a full bucket: together they
+            # tell the burst from what refilled during the slow start
+            burst, rate, lowest, highest = fit_bucket(self._wave, self._events,
+                                                      start=self._anchor)
+            self._wave = None
+            if admitted > burst and lowest > 0.0:
+                self.server_burst = burst
+                self.burst = paced_burst(burst)
+                self._settle(now, rate, lowest, highest)
+                return
+        elapsed = now - self._anchor
+        if (self.phase == "steady" and self.rate and admitted >= 2
+                and elapsed * self.rate < self.server_burst):
             # refused while the burst after a pause was being spent: the server's burst
-            # is smaller than learned (the start phase also counted refilled tokens)
-            self.server_burst = float(admitted)
-            self.burst = max(1.0, admitted - 1.0)
-            _log.info("the server's burst is about %d; pacing bursts of %g", admitted,
-                      self.burst)
+            # is smaller than learned; the replies show about how big it is
+            shown = math.floor(admitted - elapsed * self.rate)
+            self.server_burst = float(max(1, min(self.server_burst - 1, shown)))
+            self.burst = paced_burst(self.server_burst)
+            _log.info("the server's burst is about %d; pacing bursts of %g",
+                      self.server_burst, self.burst)
             return
         lowest, highest = fit_rate(self._events, burst=self.server_burst, start=self._anchor)
         if admitted <= self.server_burst or lowest <= 0.0:
@@ -299,9 +476,11 @@ class InProcessRateLimiter(RateLimiter):
             self.rate = (self.rate or 1.0) * 0.97
             self.phase = "steady"
             return
-        # Reply times lag the server's decisions, which biases the lowest rate low; the
-        # middle of the bracket is the better guess when the bracket is tight.
-        rate = (lowest + highest) / 2 if highest < lowest * 1.2 else lowest
+        rate = rate_in(lowest, highest)
+        self._settle(now, rate, lowest, highest)
+
+    def _settle(self, now: float, rate: float, lowest: float, highest: float) -> None:
+        """Pace at a fitted ``rate`` from now on."""
         if self._first_limited is not None and now > self._first_limited:
             # for shapes that are not a bucket: never slower than what was admitted
             rate = max(rate, self._admitted_since_first / (now - self._first_limited))
@@ -351,6 +530,7 @@ class InProcessRateLimiter(RateLimiter):
     def _reopen(self, now: float) -> None:
         """The pause is over: the server's bucket has refilled meanwhile."""
         self._anchor = now
+        self._wave_open = False
         self._events = []
         if self.rate is not None:
             self._stamp = now

@@ -11,9 +11,9 @@ Keys (one limiter, ``{scope}`` is a hash tag so that a cluster keeps them togeth
     ``phase`` start | probe | steady; ``rate`` requests/s of the shared pace; ``burst``
     its bucket size; ``sburst`` the server's burst as learned; ``tat`` the theoretical
     arrival time of the pace (GCRA); ``gend`` when the latest pause ends; ``pause`` a
-    counter of pauses; ``first`` the first 429; ``asf`` admissions since it; ``scount`` and
-    ``wspan`` what the first wave admitted and over how long; ``told`` 1 when the rate
-    was given, not learned.
+    counter of pauses; ``first`` the first 429; ``asf`` admissions since it; ``wave`` the
+    first wave's decisions (ms after ``wstart``, refusals marked ``x``) until the probe's
+    fit; ``told`` 1 when the rate was given, not learned.
 ``KEYS[2]`` gate (string): the time the current pause ends, with a PX expiry at it.
 ``KEYS[3]`` events (sorted set): the requests admitted (and, members ``x:...``, refused)
     since the latest pause ended, scored by when the server decided, kept for the fit
@@ -21,8 +21,10 @@ Keys (one limiter, ``{scope}`` is a hash tag so that a cluster keeps them togeth
 
 Every ARGV starts with: ttl (ms, refreshed on every write), a member prefix unique to
 the reporting process, the sequence number of its first event, the number ``n`` of
-events, then ``n`` ages in ms (how long before the call the server admitted each
-request, as the reporting process estimates it).
+events, then ``n`` times on Redis's clock (ms) when the server admitted each request, as
+the reporting process estimates it: it maps its own clock onto Redis's with the offset
+it measured on its quickest call (the ``now`` that ACQUIRE and LIMITED return), so a
+call that waited for a connection does not move them.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ local function record(now)
   local prefix, seq = ARGV[2], tonumber(ARGV[3])
   local members, since_first = {}, 0
   for i = 1, n do
-    local t = now - tonumber(ARGV[4 + i])
+    local t = tonumber(ARGV[4 + i])
     if first and t >= first then since_first = since_first + 1 end
     members[#members + 1] = fmt(t)
     members[#members + 1] = prefix .. ':' .. (seq + i)
@@ -60,7 +62,8 @@ end
 """
 
 #: Report events and reserve up to ``want`` send slots. Extra ARGV: want, horizon (ms).
-#: Returns {phase, rate, burst, gate wait, next ask, pause, slot delays...} (ms from now):
+#: Returns {phase, rate, burst, gate wait, next ask, pause, now, slot delays...} (ms from
+#: now):
 #: no slot while the gate is closed; unpaced slots in phase start; else GCRA slots up to
 #: the horizon, and always at least one (the next in line), so a caller never has to
 #: ask twice for one request.
@@ -73,7 +76,7 @@ local burst = tonumber(st[3]) or 1
 record(now)
 local want = tonumber(ARGV[5 + n])
 local horizon = tonumber(ARGV[6 + n])
-local out = {phase, rate and fmt(rate) or '', fmt(burst), '0', '0', st[5] or '0'}
+local out = {phase, rate and fmt(rate) or '', fmt(burst), '0', '0', st[5] or '0', fmt(now)}
 local gate = tonumber(redis.call('GET', KEYS[2])) or 0
 if now < gate then
   out[4] = fmt(gate - now)
@@ -123,8 +126,9 @@ return out
 """
 
 #: A 429: report events, close the gate until now + wait (the later of it and the gate
-#: already set). Extra ARGV: wait (ms), the default Retry-After (ms), how long ago the
-#: server refused (ms). Returns {opened, phase before, pause, refused, anchor}: ``opened``
+#: already set). Extra ARGV: wait (ms), the default Retry-After (ms), when the server
+#: refused (ms on Redis's clock; negative: now). Returns {opened, phase before, pause,
+#: refused, anchor, now}: ``opened``
 #: 1 when this 429 began a new pause (the caller then fits what was admitted since
 #: ``anchor``, the end of the previous pause, up to ``refused``), 0 when a pause was
 #: already on. The first pause of a limit not
@@ -132,7 +136,8 @@ return out
 #: usable state.
 LIMITED = _PRELUDE + """
 local now = now_ms()
-local refused = now - tonumber(ARGV[7 + n])  -- when the server refused
+local refused = tonumber(ARGV[7 + n])  -- when the server refused
+if refused < 0 or refused > now then refused = now end
 local st = redis.call('HMGET', KEYS[1], 'phase', 'rate', 'gend', 'told')
 local phase = st[1] or 'start'
 record(now)
@@ -148,7 +153,7 @@ local refusal = {fmt(refused), 'x:' .. ARGV[2] .. ':' .. (tonumber(ARGV[3]) + n 
 if now < gate then
   redis.call('ZADD', KEYS[3], unpack(refusal))
   redis.call('PEXPIRE', KEYS[1], ttl)
-  return {0, phase, '0', fmt(refused), '0'}
+  return {0, phase, '0', fmt(refused), '0', fmt(now)}
 end
 local anchor = tonumber(st[3]) or 0
 local pause = redis.call('HINCRBY', KEYS[1], 'pause', 1)
@@ -160,20 +165,20 @@ if phase == 'start' and st[4] ~= '1' then
   local retry_after = tonumber(ARGV[6 + n]) / 1000
   redis.call('HSET', KEYS[1], 'phase', 'probe', 'sburst', sburst,
              'burst', math.max(1, sburst - 1), 'first', fmt(refused),
-             'rate', fmt(math.max(1, sburst / retry_after) * 2))
+             'rate', fmt(math.max(1, sburst / retry_after) * 4))
 end
 redis.call('ZADD', KEYS[3], unpack(refusal))
 redis.call('PEXPIRE', KEYS[1], ttl)
-return {1, phase, tostring(pause), fmt(refused), fmt(anchor)}
+return {1, phase, tostring(pause), fmt(refused), fmt(anchor), fmt(now)}
 """
 
 #: The result of a fit, kept only if no other pause began since. ARGV: ttl, pause,
-#: phase, rate, burst, server burst, what the first wave admitted and over how long (s).
+#: phase, rate, burst, server burst, the first wave (until the probe's fit) and its start.
 #: Returns 1 when stored.
 COMMIT = """
 if redis.call('HGET', KEYS[1], 'pause') ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'phase', ARGV[3], 'rate', ARGV[4], 'burst', ARGV[5],
-           'sburst', ARGV[6], 'scount', ARGV[7], 'wspan', ARGV[8])
+           'sburst', ARGV[6], 'wave', ARGV[7], 'wstart', ARGV[8])
 local gend = redis.call('HGET', KEYS[1], 'gend')
 if gend then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. gend) end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))

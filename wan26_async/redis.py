@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import hashlib
 import logging
 import math
@@ -40,7 +39,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ._config import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL
 from ._errors import ConfigurationError
-from ._limiter import DEFAULT_RETRY_AFTER, InProcessRateLimiter, RateLimiter, fit_rate
+from ._limiter import (
+    DEFAULT_RETRY_AFTER,
+    PROBE_START,
+    SENT_AT,
+    DecisionClock,
+    InProcessRateLimiter,
+    RateLimiter,
+    fit_bucket,
+    fit_rate,
+    paced_burst,
+    rate_in,
+)
 from ._redis_scripts import ACQUIRE, COMMIT, LIMITED, SEED
 
 try:
@@ -61,12 +71,6 @@ _log = logging.getLogger("wan26_async")
 _DOWN = (RedisError, OSError, asyncio.TimeoutError)
 #: Events sent with one call at most (older ones beyond are dropped).
 _MAX_EVENTS = 1000
-#: When the request of the current task left (loop time): set by `acquire`, read by
-#: `on_success` and `on_rate_limited`, which the transport calls in the same task.
-_SENT_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "wan26_redis_sent_at", default=None)
-#: How many recent round trips the shortest one is taken from.
-_RTT_WINDOW = 64
 
 
 def scope_for(base_url: str, api_key: str) -> str:
@@ -91,10 +95,19 @@ def _where(url: str) -> str:
 
 def _fit(events: list[tuple[float, bool]], burst: float, start: float
          ) -> tuple[float, float, float]:
-    """`fit_rate`, and the estimate taken from its bracket: the middle of a tight one (the
-    refusals around the first one bound it from above), else its low end."""
+    """`fit_rate`, and the estimate taken from its bracket (`rate_in`)."""
     lowest, highest = fit_rate(events, burst=burst, start=start)
-    return ((lowest + highest) / 2 if highest < lowest * 1.2 else lowest), lowest, highest
+    return rate_in(lowest, highest), lowest, highest
+
+
+def _encode_wave(events: list[tuple[float, bool]], start: float) -> str:
+    """The first wave's decisions (s) as ms after ``start``, refusals marked ``x``."""
+    return ",".join(f"{(t - start) * 1000:.3f}{'' if ok else 'x'}" for t, ok in events)
+
+
+def _decode_wave(text: str, start: float) -> list[tuple[float, bool]]:
+    return [(start + float(item.rstrip("x")) / 1000.0, not item.endswith("x"))
+            for item in text.split(",") if item]
 
 
 class RedisRateLimiter(RateLimiter):
@@ -175,7 +188,10 @@ class RedisRateLimiter(RateLimiter):
         self._wakeup: asyncio.Event | None = None
         self._idle = False
         self._events: list[float] = []  # when admitted requests were decided, not reported
-        self._rtts: deque[float] = deque(maxlen=_RTT_WINDOW)
+        self._clock = DecisionClock()
+        # Redis's clock (ms) minus the loop's (s * 1000), and how far off it may be
+        self._offset: float | None = None
+        self._offset_error = math.inf
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self._started_told = False
@@ -258,7 +274,7 @@ class RedisRateLimiter(RateLimiter):
         if self.degraded and fallback is not None and fallback.try_acquire():
             self._fallback_in_flight += 1
             if self._loop is not None:
-                _SENT_AT.set(self._loop.time())
+                SENT_AT.set(self._loop.time())
             return True
         return False
 
@@ -268,7 +284,7 @@ class RedisRateLimiter(RateLimiter):
         while True:
             if self.degraded:
                 if await self._acquire_fallback(loop):
-                    _SENT_AT.set(loop.time())
+                    SENT_AT.set(loop.time())
                     return
                 continue  # Redis is back: ask it
             fut: asyncio.Future[bool] = loop.create_future()
@@ -286,7 +302,7 @@ class RedisRateLimiter(RateLimiter):
                 self._kick()
                 raise
             if granted:
-                _SENT_AT.set(loop.time())
+                SENT_AT.set(loop.time())
                 return
 
     async def _acquire_fallback(self, loop: asyncio.AbstractEventLoop) -> bool:
@@ -350,15 +366,8 @@ class RedisRateLimiter(RateLimiter):
             self._flush_timer = loop.call_later(delay, self._flush_soon)
 
     def _decided(self, now: float) -> float:
-        """When the server decided on the request of this task (loop time): it left at
-        `_SENT_AT` and took half the shortest recent round trip to get there. A reply
-        read late (a busy loop) does not move it, nor does network latency bias it."""
-        sent = _SENT_AT.get()
-        if sent is None or sent > now:
-            return now
-        rtts = self._rtts
-        rtts.append(now - sent)
-        return sent + min(rtts) / 2
+        """When the server decided on the request of this task (loop time)."""
+        return self._clock.decided(now)
 
     async def on_rate_limited(self, retry_after: float | None) -> None:
         loop = self._bind_loop()
@@ -372,11 +381,12 @@ class RedisRateLimiter(RateLimiter):
             return
         args = self._event_args()
         self._seq += 1  # the refusal's own event
+        refused_ms = -1.0 if self._offset is None else refused * 1000.0 + self._offset
         try:
             reply = await self._call(self._limited_script, args,
                                      [f"{wait * 1000:.3f}",
                                       f"{self._default_retry_after * 1000:.3f}",
-                                      f"{max(0.0, loop.time() - refused) * 1000:.3f}"])
+                                      f"{refused_ms:.3f}"], clock_at=5)
         except _DOWN as exc:
             self._degrade(exc)
             await self._get_fallback().on_rate_limited(retry_after)
@@ -429,18 +439,16 @@ class RedisRateLimiter(RateLimiter):
         store the result unless another pause began meanwhile."""
         state_key, _, events_key = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(state_key, ["rate", "burst", "sburst", "first", "asf", "told", "scount",
-                                   "wspan"])
+            pipe.hmget(state_key, ["rate", "burst", "sburst", "first", "asf", "told", "wave",
+                                   "wstart"])
             # What the server decided since the last pause (whenever the replies came):
-            # up to its refusal, and a little after it (the requests then in flight).
-            # The first wave's requests leave within a few ms of each other, in an order
-            # the server may not keep: its admissions up to 5 ms after the refusal are
-            # its burst (a token refilled after it takes 1/rate, 20 ms at 50/s).
-            until = limited_at + (5.0 if phase == "start" else 50.0)
+            # up to its refusal, and a little after it (the requests then in flight,
+            # whose times are estimates: `fit_bucket` does not trust their order).
+            until = limited_at + 50.0
             pipe.zrangebyscore(events_key, f"{anchor:.3f}", f"{until:.3f}", withscores=True)
             self.round_trips += 1
             state, events = await asyncio.wait_for(pipe.execute(), self._op_timeout)
-        rate_, burst_, sburst_, first_, asf_, told_, scount_, wspan_ = (
+        rate_, burst_, sburst_, first_, asf_, told_, wave_, wstart_ = (
             None if v is None else _text(v) for v in state)
         if told_ == "1":
             return  # a rate given by the user is kept
@@ -450,16 +458,15 @@ class RedisRateLimiter(RateLimiter):
         decided = sorted((score / 1000.0, not _text(member).startswith("x:"))
                          for member, score in events)
         times = [t for t, admitted in decided if admitted]
-        scount = float(scount_) if scount_ else server_burst
-        wspan = float(wspan_) if wspan_ else 0.0
+        wstart = float(wstart_) if wstart_ else 0.0
+        wave = _decode_wave(wave_ or "", wstart)
         if phase == "start":
             # What the first wave had admitted before the 429 is the server's burst, and
-            # a token for each 1/rate it ran (known after the probe).
-            scount = server_burst = float(max(1, len(times)))
-            wspan = max(0.0, limited_at / 1000.0 - times[0]) if times else 0.0
-            # One token of slack: the server spends a burst a little after we send it.
-            burst = max(1.0, server_burst - 1.0)
-            rate = max(1.0, server_burst / self._default_retry_after) * 2.0
+            # what it refilled meanwhile (told apart after the probe).
+            server_burst = float(max(1, len(times)))
+            wave, wstart = decided, (decided[0][0] if decided else 0.0)
+            burst = paced_burst(server_burst)
+            rate = max(1.0, server_burst / self._default_retry_after) * PROBE_START
             new_phase = "probe"
         elif len(times) <= server_burst + 1:
             # refused before more than a burst was admitted: the burst was (partly) spent
@@ -469,12 +476,15 @@ class RedisRateLimiter(RateLimiter):
             new_phase = phase
         else:
             now = limited_at / 1000.0
-            found, lowest, highest = _fit(decided, server_burst, anchor / 1000.0)
-            if phase == "probe" and wspan > 0:
-                for _ in range(3):  # the burst without the tokens refilled in the first wave
-                    server_burst = max(1.0, scount - max(0, math.floor(found * wspan - 0.5)))
-                    found, lowest, highest = _fit(decided, server_burst, anchor / 1000.0)
-                burst = max(1.0, server_burst - 1.0)
+            if phase == "probe" and wave:
+                # the first wave and the probe each began with a full bucket: together
+                # they tell the burst from what refilled during the first wave
+                server_burst, found, lowest, highest = fit_bucket(
+                    wave, decided, start=anchor / 1000.0)
+                burst = paced_burst(server_burst)
+                wave = []
+            else:
+                found, lowest, highest = _fit(decided, server_burst, anchor / 1000.0)
             if first_ is not None and asf_ is not None:
                 first = float(first_) / 1000.0
                 if now > first:  # for shapes that are not a bucket: never below what passed
@@ -491,8 +501,8 @@ class RedisRateLimiter(RateLimiter):
                    "%g: rate %.2f", pause, phase, len(times), server_burst, rate)
         stored = await self._call(
             self._commit_script, [self._ttl_ms, pause, new_phase, f"{rate:.6f}",
-                                  f"{burst:g}", f"{server_burst:g}", f"{scount:g}",
-                                  f"{wspan:.4f}"],
+                                  f"{burst:g}", f"{server_burst:g}",
+                                  _encode_wave(wave, wstart), f"{wstart:.3f}"],
             keys=[state_key, events_key])
         if int(stored) == 1:
             self.phase, self.rate, self.burst = new_phase, rate, burst
@@ -500,24 +510,41 @@ class RedisRateLimiter(RateLimiter):
     # -- talking to Redis -------------------------------------------------------------
 
     async def _call(self, script: Any, args: Sequence[str], extra: Sequence[str] = (),
-                    keys: Sequence[str] | None = None) -> Any:
+                    keys: Sequence[str] | None = None, clock_at: int | None = None) -> Any:
+        """Run a script; ``clock_at`` is the index of Redis's ``now`` in its reply."""
         self.round_trips += 1
-        return await asyncio.wait_for(
+        loop = self._loop
+        sent = loop.time() if loop is not None else 0.0
+        reply = await asyncio.wait_for(
             script(keys=list(self.keys if keys is None else keys), args=[*args, *extra]),
             self._op_timeout)
+        if clock_at is not None and loop is not None:
+            self._sample_clock(sent, loop.time(), float(reply[clock_at]))
+        return reply
+
+    def _sample_clock(self, sent: float, received: float, redis_ms: float) -> None:
+        """Redis read its clock between ``sent`` and ``received`` (loop time): keep the
+        offset of the quickest such call, or this one if it rules the kept one out."""
+        low, high = redis_ms - received * 1000.0, redis_ms - sent * 1000.0
+        error = (high - low) / 2
+        offset = self._offset
+        if offset is None or error < self._offset_error or not low <= offset <= high:
+            self._offset, self._offset_error = low + error, error
 
     def _event_args(self) -> list[str]:
-        """The common ARGV: ttl, member prefix, first sequence number, the events' ages."""
-        loop = self._loop
+        """The common ARGV: ttl, member prefix, first sequence number, the events' times
+        on Redis's clock."""
         events, self._events = self._events, []
         if events and self._flush_timer is not None:
             self._flush_timer.cancel()  # they ride on this call
             self._flush_timer = None
-        now = loop.time() if loop is not None else 0.0
+        offset = self._offset
+        if offset is None:  # Redis not heard from yet: nothing to place them with
+            events = []
         seq = self._seq
         self._seq += len(events)
         return [self._ttl_ms, self._member, str(seq), str(len(events)),
-                *(f"{max(0.0, (now - t) * 1000):.3f}" for t in events)]
+                *(f"{t * 1000.0 + (offset or 0.0):.3f}" for t in events)]
 
     def _flush_soon(self) -> None:
         self._flush_timer = None
@@ -527,7 +554,7 @@ class RedisRateLimiter(RateLimiter):
     async def _flush(self) -> None:
         try:
             await self._call(self._acquire_script, self._event_args(),
-                             ["0", f"{self._horizon_ms:.3f}"])
+                             ["0", f"{self._horizon_ms:.3f}"], clock_at=6)
         except _DOWN as exc:
             self._degrade(exc)
         finally:
@@ -602,7 +629,7 @@ class RedisRateLimiter(RateLimiter):
         sent = loop.time()
         try:
             reply = await self._call(self._acquire_script, self._event_args(),
-                                     [str(want), f"{self._horizon_ms:.3f}"])
+                                     [str(want), f"{self._horizon_ms:.3f}"], clock_at=6)
         except _DOWN as exc:
             self._degrade(exc)
             return
@@ -614,7 +641,7 @@ class RedisRateLimiter(RateLimiter):
         if self.phase != "start":
             self._window = math.inf
         self._next_ask = base + float(reply[4]) / 1000.0
-        for raw in reply[6:]:
+        for raw in reply[7:]:
             at = base + float(raw) / 1000.0
             if at <= now:
                 self._grant()

@@ -60,12 +60,6 @@ async def _rate(count: list[int], seconds: float) -> float:
 # -- _limiter.py ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Partly fixed: the start phase counts tokens the server refilled during the slow "
-    "start as burst (learns ~56 for a burst of 50), and the probe's rate fit inherits "
-    "that error (~320/s learned of 500/s). A refusal within the burst after a pause now "
-    "corrects the burst, but only after one more pause, and the rate stays ~35% low. "
-    "Fitting the burst and the rate together in the probe would fix both."))
 async def test_an_untold_fast_token_bucket_is_ridden_near_its_rate() -> None:
     async with FakeWanServer(rate_limit=TokenBucket(rate=500, burst=50)) as server:
         limiter = wan.InProcessRateLimiter()
