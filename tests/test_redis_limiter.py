@@ -210,6 +210,18 @@ async def test_the_scope_is_a_hash_given_bound_or_from_the_environment(
 
 # -- failures: a worker killed, Redis down, Redis restarted ---------------------------------
 
+def _steady(redis_url: str, prefix: str, scope: str) -> bool:
+    async def phase() -> str | None:
+        plain = redis_asyncio.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            value: str | None = await plain.hget(f"{prefix}:{{{scope}}}:state", "phase")
+            return value
+        finally:
+            await plain.aclose()
+
+    return asyncio.run(phase()) == "steady"
+
+
 _KILLED_WORKER = """
 import asyncio, sys
 import wan26_async as wan
@@ -231,8 +243,9 @@ asyncio.run(main(*sys.argv[1:]))
 """
 
 
-def test_a_worker_killed_in_the_middle_of_a_pause_does_not_stall_the_others(
-    redis_url: str, prefix: str
+@pytest.mark.parametrize("when", ["opening a pause", "pacing"])
+def test_a_killed_worker_does_not_stall_the_others(
+    redis_url: str, prefix: str, when: str
 ) -> None:
     with FakeWanServer(rate_limit=TokenBucket(rate=50, burst=5, retry_after=1),
                        credits=1e9).run_in_thread() as server:
@@ -241,8 +254,14 @@ def test_a_worker_killed_in_the_middle_of_a_pause_does_not_stall_the_others(
             [sys.executable, "-c", _KILLED_WORKER, redis_url, prefix, scope, server.base_url,
              server.api_key], stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "429"  # it opened the pause, then...
-        proc.send_signal(signal.SIGKILL)  # ... dies before storing what it learned
+        assert proc.stdout.readline().strip() == "429"  # it opened the pause
+        if when == "pacing":  # the limit learned: it holds slots of the shared pace
+            assert proc.stdout.readline().strip() == "429"  # the probe's end
+            deadline = time.monotonic() + 10
+            while not _steady(redis_url, prefix, scope) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)  # dies with no goodbye: slots, a fit not stored
         proc.wait(10)
         proc.stdout.close()
         killed_at = time.monotonic()

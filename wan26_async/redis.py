@@ -468,6 +468,14 @@ class RedisRateLimiter(RateLimiter):
             burst = paced_burst(server_burst)
             rate = max(1.0, server_burst / self._default_retry_after) * PROBE_START
             new_phase = "probe"
+        elif (phase == "steady" and rate and len(times) >= 2
+              and (limited_at - anchor) / 1000.0 * rate < server_burst):
+            # refused while the burst after a pause was being spent: the server's burst
+            # is smaller than learned; the replies show about how big it is
+            shown = math.floor(len(times) - (limited_at - anchor) / 1000.0 * rate)
+            server_burst = float(max(1, min(server_burst - 1, shown)))
+            burst = paced_burst(server_burst)
+            new_phase = phase
         elif len(times) <= server_burst + 1:
             # refused before more than a burst was admitted: the burst was (partly) spent
             # by then, there is nothing to fit
