@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import pty
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -130,3 +131,26 @@ def test_demo_in_a_terminal_renders_and_ends_cleanly() -> None:
     if importlib.util.find_spec("rich") is not None:  # the cli extra draws a live board
         assert "\x1b[" in screen and "│" in screen
         assert "\x1b[?25h" in screen  # the cursor is shown again at the end
+
+
+def test_fake_server_json_prints_where_it_listens_and_serves_there() -> None:
+    proc = subprocess.Popen([*WAN26, "--json", "fake-server", "--credits", "55"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        assert info["base_url"].startswith("http://127.0.0.1:") and info["pid"] == proc.pid
+        credits = run(None, "--json", "credits", "--base-url", info["base_url"],
+                      "--api-key", info["api_key"])
+        assert credits.returncode == 0, credits.stderr
+        assert json.loads(credits.stdout)["balance"] == 55
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()

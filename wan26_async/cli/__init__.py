@@ -198,7 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "fake-server" in argv:  # its options belong to the emulator's own command line
         from ..testing._cli import main as fake_server_main
 
-        return fake_server_main(argv[argv.index("fake-server") + 1:])
+        at = argv.index("fake-server")
+        own = argv[at + 1:]
+        if "--json" in argv[:at] and "--json" not in own:  # wan26 --json fake-server
+            own.append("--json")
+        return fake_server_main(own)
     args = _parser().parse_args(argv)
     if args.debug:
         logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")

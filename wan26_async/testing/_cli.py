@@ -1,7 +1,8 @@
 """The emulator as a process: ``wan26 fake-server`` and ``python -m wan26_async.testing``.
 
-Prints one line, ``FakeWanServer listening on http://127.0.0.1:8123 (api key sk-...)``,
-flushed so a parent process can read it, then serves until SIGINT or SIGTERM.
+Prints one line, ``FakeWanServer listening on http://127.0.0.1:8123 (api key sk-...)``
+(with ``--json``: ``{"base_url": ..., "api_key": ..., "pid": ...}``), flushed so a parent
+process can read it, then serves until SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import math
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -84,6 +87,12 @@ def announce(server: FakeWanServer) -> None:
     print(f"FakeWanServer listening on {server.base_url} (api key {server.api_key})", flush=True)
 
 
+def announce_json(server: FakeWanServer) -> None:
+    """`announce` as one JSON object: ``base_url``, ``api_key``, ``pid``."""
+    print(json.dumps({"base_url": server.base_url, "api_key": server.api_key,
+                      "pid": os.getpid()}), flush=True)
+
+
 async def serve_forever(
     server: FakeWanServer,
     *,
@@ -126,13 +135,15 @@ def main(argv: list[str] | None = None) -> int:
         prog="wan26 fake-server", description="Run the Wan 2.6 API emulator until Ctrl-C."
     )
     add_arguments(parser)
+    parser.add_argument("--json", action="store_true",
+                        help="print where it listens as one JSON object")
     args = parser.parse_args(argv)
     try:
         server = server_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        asyncio.run(serve_forever(server))
+        asyncio.run(serve_forever(server, on_ready=announce_json if args.json else announce))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
