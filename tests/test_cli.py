@@ -154,3 +154,37 @@ def test_fake_server_json_prints_where_it_listens_and_serves_there() -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_watch_in_a_terminal_redraws_one_status_line() -> None:
+    with FakeWanServer(time_scale=0.2, pending_seconds=1.5).run_in_thread() as slow:
+        made = run(slow, "--json", "generate", "t2v", "--prompt", "p", "--duration", "2",
+                   "--resolution", "720p")  # pending 1.5 s, then running 1 s
+        screen = _watch_in_a_terminal(slow, json.loads(made.stdout)["id"])
+    lines = screen.replace("\r\n", "\n").split("\n")
+    status = lines[0].split("\r")[-1]  # what the line shows at the end
+    # the statuses seen, each with when it was seen (running may fall between two polls)
+    assert "s  pending -> " in status and "-> completed (" in status, status
+    assert screen.count("\r") > 3  # redrawn in place as time passes, not a line per change
+    assert lines[1].startswith("http")  # then the video's URL
+
+
+def _watch_in_a_terminal(server: FakeWanServer, task_id: str) -> str:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("WAN_")},
+           "WAN_API_KEY": server.api_key, "WAN_BASE_URL": server.base_url}
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([*WAN26, "watch", task_id], stdin=terminal, stdout=terminal,
+                            stderr=terminal, env=env, close_fds=True)
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            data = os.read(controller, 4096)
+        except OSError:  # EIO: the terminal closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(controller)
+    assert proc.wait(timeout=60) == 0
+    return b"".join(chunks).decode()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -62,16 +63,46 @@ async def _task(args: argparse.Namespace) -> int:
 
 async def _watch(args: argparse.Namespace) -> int:
     last: Task | None = None
-    async with _client(args) as client:
-        async for event in client.watch(args.task_id, timeout=args.timeout):
-            last = event.task
-            if args.json:
-                print(json.dumps({"elapsed": round(event.elapsed, 3),
-                                  "status": event.status.value,
-                                  "previous": event.previous and event.previous.value,
-                                  "task": _task_json(event.task)}), flush=True)
-            else:
-                print(f"{event.elapsed:6.1f}s  {event.status.value}", flush=True)
+    # on a terminal one status line, redrawn as time passes; piped, a line per change
+    live = not args.json and sys.stdout.isatty()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    chain: list[str] = []
+
+    def draw(end: str = "") -> None:
+        sys.stdout.write(f"\r{loop.time() - began:6.1f}s  {' -> '.join(chain) or '...'}"
+                         f"\x1b[K{end}")
+        sys.stdout.flush()
+
+    async def tick() -> None:
+        while True:
+            draw()
+            await asyncio.sleep(0.2)
+
+    ticker = asyncio.ensure_future(tick()) if live else None
+    try:
+        async with _client(args) as client:
+            async for event in client.watch(args.task_id, timeout=args.timeout):
+                last = event.task
+                if args.json:
+                    print(json.dumps({"elapsed": round(event.elapsed, 3),
+                                      "status": event.status.value,
+                                      "previous": event.previous and event.previous.value,
+                                      "task": _task_json(event.task)}), flush=True)
+                elif live:
+                    label = event.task.status_text or event.status.value
+                    chain.append(label if not chain else f"{label} ({event.elapsed:.1f}s)")
+                    draw()
+                else:
+                    print(f"{event.elapsed:6.1f}s  {event.status.value}", flush=True)
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            draw("\n")
+    if last is not None and last.error and not args.json:
+        print(f"failed: {last.error}")
     if last is not None and last.video_url and not args.json:
         print(last.video_url)
     return 0 if last is not None and last.status.value == "completed" else 1
