@@ -642,7 +642,11 @@ class RedisRateLimiter(RateLimiter):
             self._degrade(exc)
             return
         now = loop.time()
-        base = (sent + now) / 2  # Redis ran the script about half a round trip ago
+        # when Redis ran the script, on our clock: by the offset of the quickest call (a
+        # call that waited for a connection would put every slot it gives late)
+        base = (sent + now) / 2
+        if self._offset is not None:
+            base = min(now, max(sent, (float(reply[6]) - self._offset) / 1000.0))
         self.phase = _text(reply[0])
         self.rate = float(reply[1]) if reply[1] not in (b"", "") else None
         self.burst = float(reply[2])
