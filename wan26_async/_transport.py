@@ -171,6 +171,7 @@ class Transport:
         session, self._session = self._session, None
         if session is not None and self._owns_session and not session.closed:
             await session.close()
+            await _settle_writers()
 
     def url(self, path: str) -> URL:
         """The absolute URL of an API path (cached for the fixed paths)."""
@@ -361,3 +362,14 @@ def _after_send(
     if key is not None:
         raise as_ambiguous(err, key) from err.__cause__
     raise err
+
+
+async def _settle_writers(rounds: int = 20) -> None:
+    """Let aiohttp's request-body writers that closing the session cancelled run out, so
+    that nothing the client started is still pending when `aclose` returns (a cancelled
+    task needs a turn of the loop to end; aiohttp's docs suggest a ``sleep(0)``)."""
+    for _ in range(rounds):
+        if not any(getattr(t.get_coro(), "__qualname__", "") == "ClientRequest.write_bytes"
+                   for t in asyncio.all_tasks() if not t.done()):
+            return
+        await asyncio.sleep(0)
