@@ -48,6 +48,8 @@ SENT_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 #: `PROBE_STEP` per success until the server refuses.
 PROBE_START = 4.0
 PROBE_STEP = 1.08
+#: Replies kept for the next fit when no pause comes (the older half is then dropped).
+MAX_EVENTS = 8192
 #: How many recent round trips the shortest one is taken from.
 RTT_WINDOW = 64
 
@@ -73,17 +75,25 @@ class DecisionClock:
     first, connection-opening wave, this places decisions within a few ms; from the
     send it was off by 10-20 ms, a token at 50/s.)"""
 
-    __slots__ = ("rtts",)
+    __slots__ = ("_count", "_current", "_previous")
 
     def __init__(self) -> None:
-        self.rtts: deque[float] = deque(maxlen=RTT_WINDOW)
+        # the quickest round trip of the current block of RTT_WINDOW and of the one before
+        # (a window of the recent ones, at O(1) a reply)
+        self._current = self._previous = math.inf
+        self._count = 0
 
     def decided(self, now: float) -> float:
         sent = SENT_AT.get()
         if sent is None or sent > now:
             return now
-        self.rtts.append(now - sent)
-        return now - min(self.rtts) / 2
+        rtt = now - sent
+        if rtt < self._current:
+            self._current = rtt
+        self._count += 1
+        if self._count >= RTT_WINDOW:
+            self._previous, self._current, self._count = self._current, math.inf, 0
+        return now - min(self._current, self._previous) / 2
 
 
 class RateLimiter(abc.ABC):
@@ -379,19 +389,28 @@ class InProcessRateLimiter(RateLimiter):
     def on_success(self) -> None:
         if not self.learning:
             return
-        if self._loop is None:
+        loop = self._loop
+        if loop is None:
             return
-        decided = self._clock.decided(self._loop.time())
-        if self._wave_open and self._wave is not None:
-            self._wave.append((decided, True))
         if self.phase == "start":
             self._admitted += 1
-            self._window += 0.5  # x1.5 per round trip: few in flight when a limit shows
-            if self._window > 4096:
-                self._window = math.inf  # no limit in sight: stop counting
-                self._wave = None
+            if self._wave is not None:
+                self._window += 0.5  # x1.5 per round trip: few in flight when a limit shows
+                if self._window > 4096:
+                    self._window = math.inf  # no limit in sight: stop counting
+                    self._wave = None
+                else:
+                    self._wave.append((self._clock.decided(loop.time()), True))
             return
-        self._events.append((decided, True))
+        decided = self._clock.decided(loop.time())
+        if self._wave_open and self._wave is not None:
+            self._wave.append((decided, True))
+        events = self._events
+        events.append((decided, True))
+        if len(events) > MAX_EVENTS:
+            # long without a pause: keep the recent half, from a bucket taken to be full
+            del events[: len(events) // 2]
+            self._anchor = events[0][0]
         if self._first_limited is not None:
             self._admitted_since_first += 1
         if self.rate is None:
