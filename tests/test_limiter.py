@@ -161,3 +161,16 @@ async def test_the_slow_start_keeps_the_first_wave_of_429s_small() -> None:
             with pytest.raises(asyncio.CancelledError):
                 await first
     assert refused_in_first_wave <= 20  # not all 54 of 64 sent at once
+
+
+async def test_a_client_that_never_meets_a_429_keeps_a_bounded_reply_log() -> None:
+    from wan26_async._limiter import MAX_EVENTS
+
+    limiter = wan.InProcessRateLimiter()
+    await limiter.acquire()  # binds the loop
+    limiter.release()
+    limiter.phase, limiter.rate = "steady", 1000.0  # learned; no pause since
+    for _ in range(MAX_EVENTS * 3):
+        limiter.on_success()
+    assert MAX_EVENTS // 2 <= len(limiter._events) <= MAX_EVENTS
+    await limiter.aclose()
