@@ -108,10 +108,12 @@ def test_demo_piped_prints_plain_lines_and_the_summary() -> None:
     assert "\x1b[" not in out  # no terminal control codes when piped
 
 
-def test_demo_in_a_terminal_renders_and_ends_cleanly() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WAN_")}
+def _in_a_terminal(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run ``wan26 *args`` on a pseudo-terminal (no WAN_ variables but ``env``); assert it
+    exits 0 and return everything it wrote."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("WAN_")}, **(env or {})}
     controller, terminal = pty.openpty()
-    proc = subprocess.Popen([*WAN26, "demo"], stdin=terminal, stdout=terminal,
+    proc = subprocess.Popen([*WAN26, *args], stdin=terminal, stdout=terminal,
                             stderr=terminal, env=env, close_fds=True)
     os.close(terminal)
     chunks = []
@@ -125,7 +127,11 @@ def test_demo_in_a_terminal_renders_and_ends_cleanly() -> None:
         chunks.append(data)
     os.close(controller)
     assert proc.wait(timeout=60) == 0
-    screen = b"".join(chunks).decode()
+    return b"".join(chunks).decode()
+
+
+def test_demo_in_a_terminal_renders_and_ends_cleanly() -> None:
+    screen = _in_a_terminal("demo")
     assert "-> completed" in screen and "credits spent: 960" in screen
     assert "Traceback" not in screen
     if importlib.util.find_spec("rich") is not None:  # the cli extra draws a live board
@@ -160,7 +166,9 @@ def test_watch_in_a_terminal_redraws_one_status_line() -> None:
     with FakeWanServer(time_scale=0.4, pending_seconds=2).run_in_thread() as slow:
         made = run(slow, "--json", "generate", "t2v", "--prompt", "p", "--duration", "2",
                    "--resolution", "720p")  # pending 2 s, then processing 2 s
-        screen = _watch_in_a_terminal(slow, json.loads(made.stdout)["id"])
+        screen = _in_a_terminal("watch", json.loads(made.stdout)["id"],
+                                env={"WAN_API_KEY": slow.api_key,
+                                     "WAN_BASE_URL": slow.base_url})
     lines = screen.replace("\r\n", "\n").split("\n")
     status = lines[0].split("\r")[-1]  # what the line shows at the end
     # the statuses seen, each with when it was seen (pending unless the machine is slow
@@ -169,24 +177,3 @@ def test_watch_in_a_terminal_redraws_one_status_line() -> None:
     assert "-> completed (" in status, status
     assert screen.count("\r") > 3  # redrawn in place as time passes, not a line per change
     assert lines[1].startswith("http")  # then the video's URL
-
-
-def _watch_in_a_terminal(server: FakeWanServer, task_id: str) -> str:
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("WAN_")},
-           "WAN_API_KEY": server.api_key, "WAN_BASE_URL": server.base_url}
-    controller, terminal = pty.openpty()
-    proc = subprocess.Popen([*WAN26, "watch", task_id], stdin=terminal, stdout=terminal,
-                            stderr=terminal, env=env, close_fds=True)
-    os.close(terminal)
-    chunks = []
-    while True:
-        try:
-            data = os.read(controller, 4096)
-        except OSError:  # EIO: the terminal closed
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(controller)
-    assert proc.wait(timeout=60) == 0
-    return b"".join(chunks).decode()

@@ -133,42 +133,38 @@ class RateLimiter(abc.ABC):
 _FLOOR = 1.0 / 60.0
 
 
-def _bracket(
-    waves: Sequence[tuple[float, Events]], burst: float, full: bool, hi: float,
-    floor: float = _FLOOR, floor_high: float = _FLOOR,
-) -> tuple[float, float]:
+def _bracket(events: Events, burst: float, start: float, full: bool, hi: float
+             ) -> tuple[float, float]:
     """``(lowest, highest)`` refill rate of a bucket of ``burst`` tokens that explains
-    every wave; the lowest may exceed the highest (no rate does). ``floor`` and
-    ``floor_high`` are rates known to be at most the lowest and the highest."""
+    ``events``; the lowest may exceed the highest (no rate does)."""
 
     def explains(rate: float, admitted_side: bool) -> bool:
-        for start, events in waves:
-            tokens = burst if full else 0.0
-            last = start
-            for when, admitted in events:
-                if when > last:
-                    tokens = min(burst, tokens + (when - last) * rate)
-                    last = when
-                if admitted:
-                    if admitted_side and tokens < 1.0 - 1e-9:
-                        return False
-                    tokens = max(0.0, tokens - 1.0)
-                elif not admitted_side and tokens >= 1.0 - 1e-9:
+        tokens = burst if full else 0.0
+        last = start
+        for when, admitted in events:
+            if when > last:
+                tokens = min(burst, tokens + (when - last) * rate)
+                last = when
+            if admitted:
+                if admitted_side and tokens < 1.0 - 1e-9:
                     return False
+                tokens = max(0.0, tokens - 1.0)
+            elif not admitted_side and tokens >= 1.0 - 1e-9:
+                return False
         return True
 
     # More rate means more tokens, so both ends are found by bisection, on a log scale
-    # from ``floor`` (or a rate known to be too low) up, to a part in 10,000.
-    lo, up = floor, hi
+    # from a request a minute up, to a part in 10,000.
+    lo, up = _FLOOR, hi
     while up > lo * 1.0001:  # least rate that explains every admission
         mid = math.sqrt(lo * up)
         lo, up = (lo, mid) if explains(mid, True) else (mid, up)
     lowest = 0.0 if up <= _FLOOR * 1.001 and explains(0.0, True) else up
-    if all(admitted for _, events in waves for _, admitted in events):
+    if all(admitted for _, admitted in events):
         return lowest, hi
     if not explains(_FLOOR, False):
         return lowest, 0.0
-    lo, up = max(_FLOOR, floor_high), hi
+    lo, up = _FLOOR, hi
     while up > lo * 1.0001:  # most rate that explains every refusal
         mid = math.sqrt(lo * up)
         lo, up = (mid, up) if explains(mid, False) else (lo, mid)
@@ -186,7 +182,7 @@ def fit_rate(
     highest the most at which every refused one found none. More rate means more
     tokens, so both are found by bisection.
     """
-    lowest, highest = _bracket([(start, events)], burst, full, hi)
+    lowest, highest = _bracket(events, burst, start, full, hi)
     return lowest, max(lowest, highest)
 
 
@@ -197,6 +193,17 @@ def rate_in(lowest: float, highest: float) -> float:
     if highest >= lowest * 1.2:
         return lowest
     return lowest + (highest - lowest) / 4
+
+
+def burst_shown(admitted: int, elapsed: float, rate: float, server_burst: float
+                ) -> float | None:
+    """The server's burst as a refusal ``elapsed`` seconds after a pause shows it, when
+    the refusal came while the burst was still being spent (``admitted`` since the pause,
+    paced at ``rate`` after it): the burst learned was too big. None otherwise (a rate
+    too high, or nothing to tell)."""
+    if admitted < 2 or elapsed * rate >= server_burst:
+        return None
+    return float(max(1, min(server_burst - 1, math.floor(admitted - elapsed * rate))))
 
 
 def _in_server_order(events: Events, jitter: float) -> list[tuple[float, bool]]:
@@ -477,14 +484,11 @@ class InProcessRateLimiter(RateLimiter):
                 self.burst = paced_burst(burst)
                 self._settle(now, rate, lowest, highest)
                 return
-        elapsed = now - self._anchor
-        if (self.phase == "steady" and self.rate and admitted >= 2
-                and elapsed * self.rate < self.server_burst):
-            # refused while the burst after a pause was being spent: the server's burst
-            # is smaller than learned; the replies show about how big it is
-            shown = math.floor(admitted - elapsed * self.rate)
-            self.server_burst = float(max(1, min(self.server_burst - 1, shown)))
-            self.burst = paced_burst(self.server_burst)
+        shown = (burst_shown(admitted, now - self._anchor, self.rate, self.server_burst)
+                 if self.phase == "steady" and self.rate else None)
+        if shown is not None:
+            self.server_burst = shown
+            self.burst = paced_burst(shown)
             _log.info("the server's burst is about %d; pacing bursts of %g",
                       self.server_burst, self.burst)
             return

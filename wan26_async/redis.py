@@ -46,6 +46,7 @@ from ._limiter import (
     DecisionClock,
     InProcessRateLimiter,
     RateLimiter,
+    burst_shown,
     fit_bucket,
     fit_rate,
     paced_burst,
@@ -357,7 +358,7 @@ class RedisRateLimiter(RateLimiter):
             self._window += 0.5  # slow start, as the in-process limiter
             if self._window > 4096:
                 self._window = math.inf
-        self._events.append(self._decided(loop.time()))
+        self._events.append(self._clock.decided(loop.time()))
         if len(self._events) > _MAX_EVENTS:
             del self._events[: len(self._events) - _MAX_EVENTS]
         if self._flush_timer is None and not self.degraded:
@@ -365,13 +366,9 @@ class RedisRateLimiter(RateLimiter):
             delay = 0.02 if self.phase != "steady" else 0.2
             self._flush_timer = loop.call_later(delay, self._flush_soon)
 
-    def _decided(self, now: float) -> float:
-        """When the server decided on the request of this task (loop time)."""
-        return self._clock.decided(now)
-
     async def on_rate_limited(self, retry_after: float | None) -> None:
         loop = self._bind_loop()
-        refused = self._decided(loop.time())
+        refused = self._clock.decided(loop.time())
         self.rate_limited += 1
         wait = self._default_retry_after if retry_after is None else max(0.0, retry_after)
         self._local_gate = max(self._local_gate, loop.time() + wait)
@@ -468,14 +465,9 @@ class RedisRateLimiter(RateLimiter):
             burst = paced_burst(server_burst)
             rate = max(1.0, server_burst / self._default_retry_after) * PROBE_START
             new_phase = "probe"
-        elif (phase == "steady" and rate and len(times) >= 2
-              and (limited_at - anchor) / 1000.0 * rate < server_burst):
-            # refused while the burst after a pause was being spent: the server's burst
-            # is smaller than learned; the replies show about how big it is
-            shown = math.floor(len(times) - (limited_at - anchor) / 1000.0 * rate)
-            server_burst = float(max(1, min(server_burst - 1, shown)))
-            burst = paced_burst(server_burst)
-            new_phase = phase
+        elif phase == "steady" and rate and (shown := burst_shown(
+                len(times), (limited_at - anchor) / 1000.0, rate, server_burst)) is not None:
+            server_burst, burst, new_phase = shown, paced_burst(shown), phase
         elif len(times) <= server_burst + 1:
             # refused before more than a burst was admitted: the burst was (partly) spent
             # by then, there is nothing to fit
