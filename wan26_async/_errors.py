@@ -69,7 +69,31 @@ MAX_ERROR_TEXT = 2000
 
 
 class WanError(Exception):
-    """Base class of every error raised by wan26-async."""
+    """Base class of every error raised by wan26-async.
+
+    Every one pickles with its attributes intact (job queues and process pools carry
+    errors between processes), the ambiguous combined classes included.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt without calling __init__, whose arguments differ from class to class
+        # (and are not the message kept in ``args``): the class, args and attributes.
+        cls = type(self)
+        base = _AMBIGUOUS_BASE.get(cls)
+        return (_rebuild, (cls if base is None else base, base is not None, self.args,
+                           dict(self.__dict__)))
+
+
+def _rebuild(
+    cls: type[WanError], ambiguous: bool, args: tuple[object, ...], state: dict[str, object]
+) -> WanError:
+    """Unpickle an error pickled by `WanError.__reduce__`."""
+    if ambiguous:  # the combined class is made at run time: make it again from its base
+        cls = _ambiguous_class(cls)
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
 
 
 class ConfigurationError(WanError, ValueError):
@@ -247,13 +271,22 @@ class WatchTimeoutError(WanError, TimeoutError):
 
 
 _AMBIGUOUS: dict[type[WanError], type[WanError]] = {}
+#: The other way round: each combined class's base, for pickling.
+_AMBIGUOUS_BASE: dict[type[WanError], type[WanError]] = {}
 
 
 def _ambiguous_class(base: type[WanError]) -> type[WanError]:
+    """The class that is both ``base`` and `AmbiguousSubmissionError` (one per base)."""
+    if issubclass(base, AmbiguousSubmissionError):
+        return base
+    if issubclass(AmbiguousSubmissionError, base):  # a plain WanError
+        return AmbiguousSubmissionError
     cls = _AMBIGUOUS.get(base)
     if cls is None:
         cls = _AMBIGUOUS[base] = type(f"Ambiguous{base.__name__}",
-                                      (base, AmbiguousSubmissionError), {})
+                                      (base, AmbiguousSubmissionError),
+                                      {"__module__": __name__, "__doc__": base.__doc__})
+        _AMBIGUOUS_BASE[cls] = base
     return cls
 
 

@@ -173,6 +173,13 @@ class VideoRequest:
     def __attrs_post_init__(self) -> None:
         self._check()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as its constructor's arguments (``extra_input`` as a plain dict: a
+        # read-only mapping proxy does not pickle), so unpickling builds it anew.
+        fields = {f.name: getattr(self, f.name) for f in attrs.fields(type(self)) if f.init}
+        fields["extra_input"] = dict(self.extra_input)
+        return (_rebuild_request, (type(self), fields))
+
     # -- rules ------------------------------------------------------------------------
 
     def _fail(self, field: str, rule: str, value: object) -> ValidationError:
@@ -369,3 +376,8 @@ class ReferenceToVideo(VideoRequest):
                              "videos)", total)
         self._check_aspect_ratio(self.aspect_ratio)
         self._check_bool("audio", self.audio)
+
+
+def _rebuild_request(cls: type[VideoRequest], fields: dict[str, Any]) -> VideoRequest:
+    """Unpickle a request pickled by `VideoRequest.__reduce__`."""
+    return cls(**fields)
