@@ -34,6 +34,7 @@ from ._errors import (
     WanError,
     WatchTimeoutError,
 )
+from ._from_dict import request_from_dict
 from ._limiter import InProcessRateLimiter, RateLimiter
 from ._models import Credits, Outcome, Task, TaskEvent, TaskStatus
 from ._requests import (
@@ -90,4 +91,5 @@ __all__ = [
     "WanError",
     "WatchTimeoutError",
     "__version__",
+    "request_from_dict",
 ]

@@ -23,28 +23,19 @@ from cattrs.gen import make_dict_unstructure_fn, override
 from ._errors import (
     STATUS_BY_CODE,
     MalformedResponseError,
-    ValidationError,
     error_from_reply,
     request_id_of,
 )
+from ._from_dict import request_from_dict
 from ._models import Credits, Task, TaskStatus
-from ._requests import (
-    DEFAULT_DURATION,
-    IMAGE_TO_VIDEO,
-    REFERENCE_TO_VIDEO,
-    TEXT_TO_VIDEO,
-    ImageToVideo,
-    ReferenceToVideo,
-    Resolution,
-    TextToVideo,
-    VideoRequest,
-)
+from ._requests import DEFAULT_DURATION, Resolution, VideoRequest
 
 __all__ = [
     "converter",
     "parse_create_reply",
     "parse_credits",
     "parse_task",
+    "request_from_dict",
     "request_from_payload",
     "request_payload",
     "unwrap_envelope",
@@ -132,46 +123,8 @@ def request_payload(request: VideoRequest) -> dict[str, Any]:
     return {"model": request.model, "input": data}
 
 
-def _class_for_model(model: str, inp: Mapping[str, Any]) -> type[VideoRequest]:
-    # The spec's names first, then what a newer model's name says, then its fields.
-    if model == IMAGE_TO_VIDEO:
-        return ImageToVideo
-    if model == REFERENCE_TO_VIDEO:
-        return ReferenceToVideo
-    if model == TEXT_TO_VIDEO:
-        return TextToVideo
-    name = model.lower()
-    for word, cls in (("reference", ReferenceToVideo), ("r2v", ReferenceToVideo),
-                      ("image", ImageToVideo), ("i2v", ImageToVideo),
-                      ("text", TextToVideo), ("t2v", TextToVideo)):
-        if word in name:
-            return cls
-    if "video_urls" in inp:
-        return ReferenceToVideo
-    return ImageToVideo if "image_urls" in inp else TextToVideo
-
-
-def request_from_payload(payload: Mapping[str, Any]) -> VideoRequest:
-    """Build the request object for a create body ``{"model": ..., "input": {...}}``.
-
-    The class is chosen by model name (a model the SDK does not know is treated as
-    text-to-video unless the input has image or video URLs); input keys the class does
-    not model go to ``extra_input``. Raises `ValidationError` like the constructors.
-    """
-    if not isinstance(payload, Mapping):
-        raise ValidationError("payload", "must be an object with 'model' and 'input'",
-                              value=payload)
-    model = payload.get("model")
-    if not isinstance(model, str):
-        raise ValidationError("model", "is required", value=model)
-    inp = payload.get("input")
-    if not isinstance(inp, Mapping):
-        raise ValidationError("input", "must be an object", model=model, value=inp)
-    cls = _class_for_model(model, inp)
-    names = {f.name for f in attrs.fields(cls) if f.init} - {"model", "extra_input"}
-    known = {k: v for k, v in inp.items() if k in names}
-    extra = {k: v for k, v in inp.items() if k not in names}
-    return cls(model=model, extra_input=extra, **known)
+#: The old private name of `request_from_dict`, kept for code that imported it.
+request_from_payload = request_from_dict
 
 
 # -- replies ---------------------------------------------------------------------------

@@ -18,7 +18,9 @@ from typing import Any
 
 from arq import create_pool
 from arq.jobs import Job
-from worker import QUEUE, WorkerSettings, job_id, to_request
+from worker import QUEUE, WorkerSettings, job_id
+
+import wan26_async as wan
 
 
 def read_jobs(path: str) -> list[tuple[int, str, dict[str, Any]]]:
@@ -26,7 +28,7 @@ def read_jobs(path: str) -> list[tuple[int, str, dict[str, Any]]]:
     with open(path, encoding="utf-8") as f:
         lines = [(n, json.loads(text)) for n, text in enumerate(f, 1)
                  if text.strip() and not text.lstrip().startswith("#")]
-    return [(n, job_id(to_request(payload)), payload) for n, payload in lines]
+    return [(n, job_id(wan.request_from_dict(payload)), payload) for n, payload in lines]
 
 
 async def main(ids: list[tuple[int, str, dict[str, Any]]], wait: bool, timeout: float | None

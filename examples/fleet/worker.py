@@ -34,20 +34,6 @@ from wan26_async.redis import RedisRateLimiter, scope_for
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
 QUEUE = os.environ.get("FLEET_QUEUE", "wan26:fleet")
-#: The request classes by model name (a payload is {"model": ..., "input": {...}}).
-MODELS: dict[str, type[wan.VideoRequest]] = {
-    "wan-2.6-text-to-video": wan.TextToVideo,
-    "wan-2.6-image-to-video": wan.ImageToVideo,
-    "wan-2.6-reference-to-video": wan.ReferenceToVideo,
-}
-
-
-def to_request(payload: dict[str, Any]) -> wan.VideoRequest:
-    """The request object of a payload; raises `wan.ValidationError` for a bad one."""
-    cls = MODELS.get(payload.get("model", ""))
-    if cls is None:
-        raise ValueError(f"unknown model {payload.get('model')!r}")
-    return cls(**payload.get("input", {}))
 
 
 def job_id(request: wan.VideoRequest) -> str:
@@ -60,7 +46,7 @@ def job_id(request: wan.VideoRequest) -> str:
 async def generate(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     """The job: create the task (the job id is its idempotency key) and wait for it."""
     client: wan.AsyncWanClient = ctx["wan"]
-    request = to_request(payload)
+    request = wan.request_from_dict(payload)  # checked: a misspelled key is refused
     key = ctx["job_id"]
     task = await client.create_task(request, idempotency_key=key, resend_ambiguous=True)
     try:
