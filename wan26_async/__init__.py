@@ -46,6 +46,7 @@ from ._requests import (
     TextToVideo,
     VideoRequest,
 )
+from ._sync import WanClient
 from ._version import __version__
 from ._watch import PollPolicy
 
@@ -88,6 +89,7 @@ __all__ = [
     "UpstreamError",
     "ValidationError",
     "VideoRequest",
+    "WanClient",
     "WanError",
     "WatchTimeoutError",
     "__version__",

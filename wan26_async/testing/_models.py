@@ -128,3 +128,5 @@ class ServerStats:
     callbacks_sent: int = 0
     callbacks_failed: int = 0
     callbacks_lost: int = 0
+    #: The most requests the server was handling at one moment (a client's concurrency).
+    max_in_flight: int = 0

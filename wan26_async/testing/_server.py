@@ -177,6 +177,7 @@ class FakeWanServer:
         self._scheduler = Scheduler()
         self._callbacks = CallbackSender(self._record_callback)
         self._runner: web.AppRunner | None = None
+        self._in_flight = 0  # requests being handled now (see stats.max_in_flight)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -305,11 +306,15 @@ class FakeWanServer:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
         request_id = "req_" + secrets.token_hex(12)
+        self._in_flight += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
         try:
             response = await self._serve(request, handler, request_id)
         except Exception:
             _log.exception("FakeWanServer: unexpected error")
             response = error_response(500, "internal_error", "api_error", "Emulator bug.")
+        finally:
+            self._in_flight -= 1
         if not response.prepared:
             response.headers["X-Request-Id"] = request_id
         return response
