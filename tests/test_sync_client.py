@@ -291,3 +291,14 @@ def test_every_method_of_the_async_client_has_a_blocking_twin() -> None:
     del init["session"]  # bound to one event loop: the blocking client's loop is private
     assert init == {n: p.default
                     for n, p in inspect.signature(wan.WanClient).parameters.items()}
+
+
+def test_a_callback_receiver_runs_on_the_clients_loop(server: FakeWanServer) -> None:
+    receiver = wan.CallbackReceiver()
+    with make_client(server, callbacks=receiver) as client:
+        task = client.generate(request())
+        assert task.status is wan.TaskStatus.COMPLETED
+        wait_until(lambda: any(c.task_id == task.id and c.status == 200
+                               for c in server.callbacks))
+    with pytest.raises(RuntimeError, match="not started"):
+        receiver.url  # noqa: B018 - stopped with the client that started it
