@@ -7,8 +7,10 @@ Every ```` ```python ```` block of ``README.md`` and ``docs/*.md`` is one test, 
   exception's class *and* message (``...`` may stand for any part of them);
 - a block whose first line is ``# test_NAME.py`` is a complete pytest file: it is run
   with pytest in a subprocess, against the ``wan_server`` fixture of the plugin;
-- a program (it calls ``asyncio.run(...)`` at top level) must compile as a script and
-  is run in a subprocess, with ``WAN_API_KEY``/``WAN_BASE_URL`` set to an emulator;
+- a program (it calls ``asyncio.run(...)`` at top level, or uses the blocking
+  ``wan.WanClient``, which must not run on the fragments' event loop beside their
+  emulator) must compile as a script and is run in a subprocess, with
+  ``WAN_API_KEY``/``WAN_BASE_URL`` set to an emulator;
 - any other block is a fragment: it is compiled with top-level ``await`` allowed and
   run in an event loop, in a fresh namespace holding a small prelude (``wan``, a
   ``client``, a ``request``, ``requests``, a created ``task`` and its ``task_id``, the
@@ -55,7 +57,7 @@ _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _MARKER = re.compile(r"<!--\s*docs-test:(?P<body>.*?)-->")
 _SKIP = re.compile(r"^\s*skip\s*\((?P<reason>[^()]*\S[^()]*)\)\s*$")
 _PYTEST_FILE = re.compile(r"^#\s*(test_\w+\.py)\s*$")
-_PROGRAM = re.compile(r"^asyncio\.run\(", re.MULTILINE)
+_PROGRAM = re.compile(r"^asyncio\.run\(|\bwan\.WanClient\(", re.MULTILINE)
 
 
 @dataclass(frozen=True)
