@@ -275,7 +275,7 @@ def test_a_forked_child_gets_a_clear_error(client: wan.WanClient) -> None:
 
 def test_every_method_of_the_async_client_has_a_blocking_twin() -> None:
     def public(cls: type) -> set[str]:
-        return {n for n, v in vars(cls).items() if callable(v) and not n.startswith("_")}
+        return {n for n, v in inspect.getmembers(cls, callable) if not n.startswith("_")}
 
     assert public(wan.AsyncWanClient) - {"aclose"} <= public(wan.WanClient)
     for name in public(wan.AsyncWanClient) - {"aclose"}:
@@ -302,3 +302,20 @@ def test_a_callback_receiver_runs_on_the_clients_loop(server: FakeWanServer) -> 
                                for c in server.callbacks))
     with pytest.raises(RuntimeError, match="not started"):
         receiver.url  # noqa: B018 - stopped with the client that started it
+
+
+@pytest.mark.skipif(not hasattr(wan.AsyncWanClient, "with_options"),
+                    reason="lands with AsyncWanClient.with_options")
+def test_with_options_shares_the_thread_pool_and_limiter(client: wan.WanClient,
+                                                         server: FakeWanServer) -> None:
+    before = threading.active_count()
+    fast = client.with_options(timeout=2, max_retries=0)
+    assert threading.active_count() == before  # no thread of its own
+    assert fast.rate_limiter is client.rate_limiter
+    assert fast.generate(request()).status is wan.TaskStatus.COMPLETED
+    fast.close()  # closes the view only
+    assert client.get_credits().balance == server.balance
+    with pytest.raises(wan.WanError):
+        fast.get_credits()
+    del fast
+    gc.collect()  # a view dropped unclosed does not warn (ResourceWarning is an error)

@@ -9,6 +9,7 @@ cell). The methods are the async client's, a few lines each.
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -79,6 +80,7 @@ class WanClient:
     ) -> None:
         self._loop = loop = LoopThread("WanClient")
         self._started: CallbackReceiver | None = None  # a receiver this client started
+        self._view = False  # a with_options view: shares the loop, does not own it
 
         def build() -> AsyncWanClient:
             return AsyncWanClient(
@@ -136,6 +138,10 @@ class WanClient:
         In a process forked from the one that made the client this only forgets it
         (its thread does not exist there).
         """
+        if self._view:
+            if not self._loop.closed and not self._loop.forked:
+                self._loop.run(self._client.aclose)
+            return
         self._loop.close(self._aclose)
 
     async def _aclose(self) -> None:
@@ -147,9 +153,38 @@ class WanClient:
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         loop = getattr(self, "_loop", None)
-        if loop is not None and hasattr(self, "_client") and loop.abandon(self._aclose):
+        if loop is not None and hasattr(self, "_client") and not self._view \
+                and loop.abandon(self._aclose):
             _warn(f"unclosed {self!r}: call close() or use 'with WanClient() as client:'",
                   ResourceWarning, source=self)
+
+    def with_options(
+        self,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        retry: RetryPolicy | None = None,
+        poll: PollPolicy | None = None,
+    ) -> WanClient:
+        """A view of this client with other per-call settings; the rest is shared.
+
+        The view uses this client's thread, connection pool, ``max_concurrency``,
+        limiter (``view.rate_limiter is client.rate_limiter``), callbacks and learned
+        poll schedule; settings not given are this client's. A view needs no closing:
+        closing the client closes its views. Closing a view closes only the view::
+
+            fast = client.with_options(timeout=10, max_retries=0)
+            credits = fast.get_credits()
+
+        Raises `ConfigurationError` for a timeout that is not positive or for both
+        ``max_retries`` and ``retry``.
+        """
+        self._loop.check_usable()
+        view = copy.copy(self)
+        view._client = self._loop.call_soon(lambda: self._client.with_options(
+            timeout=timeout, max_retries=max_retries, retry=retry, poll=poll))
+        view._started, view._view = None, True
+        return view
 
     # -- calls --------------------------------------------------------------------------
 
