@@ -10,7 +10,7 @@ import pytest
 import wan26_async as wan
 from wan26_async.testing import FakeWanServer, Fault, Faults
 
-from .conftest import FAST, FAST_POLL, FAST_RETRY, client_tasks
+from .conftest import FAST, FAST_POLL, FAST_RETRY, client_tasks, eventually
 
 S = wan.TaskStatus
 
@@ -107,29 +107,48 @@ async def test_watch_timeout_raises_with_the_last_task(client: wan.AsyncWanClien
     assert not info.value.task.done and seen
 
 
+def polls_of(server: FakeWanServer, task_id: str) -> int:
+    return sum(1 for r in server.requests if r.route == "get" and r.path.endswith(task_id))
+
+
+async def assert_no_more_polls(server: FakeWanServer, task_id: str) -> None:
+    """A watch still alive polls at least every FAST_POLL.max_interval (0.05 s): it
+    would poll again before the task (0.3 s long) is done on the server."""
+    polls = polls_of(server, task_id)
+    await eventually(lambda: server.tasks[task_id].status == "completed")
+    assert polls_of(server, task_id) == polls
+
+
+@pytest.mark.parametrize("leave", ["break", "aclose"])
 async def test_leaving_a_watch_early_stops_polling(
+    leave: str, client: wan.AsyncWanClient, server: FakeWanServer
+) -> None:
+    before = client_tasks()
+    task = await client.create_task(wan.TextToVideo(prompt="p", duration=15))  # 0.3 s
+    if leave == "break":
+        async for _ in client.watch(task.id):
+            break  # the watch is finalized once the loop drops it
+    else:
+        watch = client.watch(task.id)
+        async for _ in watch:
+            break
+        await watch.aclose()  # type: ignore[attr-defined]
+    await eventually(lambda: client_tasks() - before == set())
+    await assert_no_more_polls(server, task.id)
+
+
+async def test_cancelling_a_wait_leaves_no_stray_tasks(
     client: wan.AsyncWanClient, server: FakeWanServer
 ) -> None:
     task = await client.create_task(wan.TextToVideo(prompt="p", duration=15))
-    watch = client.watch(task.id)
-    async for _ in watch:
-        break
-    await watch.aclose()  # type: ignore[attr-defined]
-    polls = len(server.requests)
-    await asyncio.sleep(0.2)
-    assert len(server.requests) == polls
-
-
-async def test_cancelling_a_wait_leaves_no_stray_tasks(client: wan.AsyncWanClient) -> None:
-    task = await client.create_task(wan.TextToVideo(prompt="p", duration=15))
     before = client_tasks()
     waiter = asyncio.ensure_future(client.wait(task.id))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: polls_of(server, task.id) >= 2)  # cancelled mid-watch
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
-    await asyncio.sleep(0)
     assert client_tasks() - before == set()
+    await assert_no_more_polls(server, task.id)
     assert (await client.get_task(task.id)).id == task.id  # the client still works
 
 
@@ -199,16 +218,20 @@ async def test_breaking_out_of_fan_out_cancels_the_rest(
     client: wan.AsyncWanClient, server: FakeWanServer
 ) -> None:
     before = client_tasks()
-    requests = [wan.TextToVideo(prompt="p", duration=d) for d in (2, 15, 15, 15)]
-    stream = client.fan_out(requests, concurrency=4)
-    async for _ in stream:
-        break
-    await stream.aclose()  # type: ignore[attr-defined]
-    await asyncio.sleep(0)
-    assert client_tasks() - before == set()
-    polls = len(server.requests)
-    await asyncio.sleep(0.1)
-    assert len(server.requests) == polls
+    requests = [wan.TextToVideo(prompt="p", resolution="720p", duration=2)] + [
+        wan.TextToVideo(prompt=f"p{i}", duration=15) for i in range(7)]  # 0.3 s each
+    async for outcome in client.fan_out(requests, concurrency=4, ordered=True):
+        first = outcome
+        break  # a plain break: the iterator is finalized when the loop drops it
+    assert first.index == 0 and first.ok
+    await eventually(lambda: client_tasks() - before == set())
+    created = len(server.tasks)
+    assert created < len(requests)
+    # the watches of the long tasks ended with the fan-out: no more polls, no more creates
+    for task_id in server.tasks:
+        await assert_no_more_polls(server, task_id)
+    await client.get_credits()
+    assert len(server.tasks) == created
 
 
 async def test_fan_out_stops_submitting_at_the_spend_limit_and_watches_the_rest() -> None:

@@ -16,29 +16,29 @@ case it is resent with the same idempotency key.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import attrs
 
 from ._client import AsyncWanClient
 from ._errors import (
     AmbiguousSubmissionError,
-    InsufficientCreditsError,
-    SpendLimitError,
+    NotSubmittedError,
     TaskFailedError,
     ValidationError,
     WanError,
     WatchTimeoutError,
 )
 from ._models import Task, TaskStatus
+from ._pool import ACCOUNT_WIDE, SubmitPool
 from ._requests import VideoRequest
 from ._wire import request_from_payload
 
@@ -259,7 +259,6 @@ async def _run(
                              "use a new --out file for a changed input")
     done = _read_done(out)
     progress = BatchProgress(total=len(jobs), done_before=len(done))
-    stop: list[str] = []
     sink = out.open("a", encoding="utf-8")
 
     def report() -> None:
@@ -272,6 +271,13 @@ async def _run(
         os.fsync(sink.fileno())
         journal.set(job, key, "done")
 
+    pool = SubmitPool(max(1, concurrency))
+
+    async def create(job: Job, key: str) -> Task:
+        journal.set(job, key, "submitting")  # before the create: a kill now is ambiguous
+        return await client.create_task(job.request, idempotency_key=key,
+                                        resend_ambiguous=resend_ambiguous or None)
+
     async def one(job: Job) -> None:
         row = rows.get(job.line)
         key = row[1] if row is not None else str(uuid.uuid4())
@@ -281,21 +287,17 @@ async def _run(
             progress.ambiguous += 1
             return
         if task_id is None:
-            if stop:
+            try:
+                task = await pool.submit(lambda: create(job, key))
+            except NotSubmittedError:  # an earlier job was refused for the whole account
                 progress.not_submitted += 1
                 return
-            journal.set(job, key, "submitting")
-            try:
-                task = await client.create_task(job.request, idempotency_key=key,
-                                                resend_ambiguous=resend_ambiguous or None)
             except AmbiguousSubmissionError:
                 journal.set(job, key, "ambiguous")
                 progress.ambiguous += 1
                 return
-            except (InsufficientCreditsError, SpendLimitError) as exc:
+            except ACCOUNT_WIDE:
                 journal.set(job, key, "not_submitted")
-                if not stop:
-                    stop.append(str(exc))
                 progress.not_submitted += 1
                 return
             except WanError as exc:  # refused for this job alone (400, 404, ...)
@@ -325,24 +327,20 @@ async def _run(
             progress.failed += 1
         report()
 
-    todo: Iterator[Job] = iter([j for j in jobs if j.line not in done])
-
-    async def worker() -> None:
-        for job in todo:
-            await one(job)
-
-    ticker = asyncio.ensure_future(_tick(report)) if on_progress is not None else None
     try:
-        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+        async with anyio.create_task_group() as group:
+            if on_progress is not None:
+                group.start_soon(_tick, report)
+            await pool.run((j for j in jobs if j.line not in done), one)
+            group.cancel_scope.cancel()  # the ticker
     finally:
-        if ticker is not None:
-            ticker.cancel()
         sink.close()
     report()
-    return BatchSummary(progress, stop[0] if stop else None)
+    stopped = pool.stopped_by
+    return BatchSummary(progress, None if stopped is None else str(stopped))
 
 
 async def _tick(report: Callable[[], None]) -> None:
     while True:
-        await asyncio.sleep(1.0)
+        await anyio.sleep(1.0)
         report()

@@ -18,6 +18,7 @@ import secrets
 from collections import OrderedDict
 from types import TracebackType
 
+import anyio
 from aiohttp import web
 from yarl import URL
 
@@ -166,18 +167,19 @@ class CallbackReceiver:
         """The task as last pushed, or None."""
         return self._latest.get(task_id)
 
-    async def wait_for_update(self, task_id: str, timeout: float) -> Task | None:
+    async def wait_for_update(self, task_id: str, timeout: float) -> Task | None:  # noqa: ASYNC109
         """Wait up to ``timeout`` seconds for a pushed update of ``task_id``."""
         event = self._changed.get(task_id)
         if event is None:
             event = self._changed[task_id] = asyncio.Event()
+        # A scope, not asyncio.wait_for: no inner task left to the loop, and a
+        # cancellation arriving as the update does is never swallowed (Python 3.11).
         try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except asyncio.TimeoutError:
-            return None
+            with anyio.move_on_after(timeout) as scope:
+                await event.wait()
         finally:
             event.clear()
-        return self._latest.get(task_id)
+        return None if scope.cancelled_caught else self._latest.get(task_id)
 
     def forget(self, task_id: str) -> None:
         """Drop what is held for a task whose watch has ended."""

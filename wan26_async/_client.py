@@ -28,8 +28,9 @@ from ._config import (
 )
 from ._download import download
 from ._errors import ConfigurationError, TaskFailedError, ValidationError
+from ._fanout import FanOut
 from ._limiter import InProcessRateLimiter, RateLimiter
-from ._models import Credits, Outcome, Task, TaskEvent, TaskStatus
+from ._models import Credits, Task, TaskEvent, TaskStatus
 from ._requests import VideoRequest, url_problem
 from ._transport import Transport
 from ._watch import PollPlanner, PollPolicy, PushSource, Shape, WatchPlan, watch_task
@@ -348,7 +349,7 @@ class AsyncWanClient:
         ordered: bool = False,
         timeout: float | None = None,
         check_credits: bool = False,
-    ) -> AsyncIterator[Outcome]:
+    ) -> FanOut:
         """Run many generations at once; yield one `Outcome` per request as each finishes.
 
         At most ``concurrency`` generations run at a time. One failure does not stop the
@@ -365,11 +366,14 @@ class AsyncWanClient:
 
             async for outcome in client.fan_out(requests, concurrency=32):
                 print(outcome.index, outcome.task.video_url if outcome.ok else outcome.error)
-        """
-        from ._fanout import fan_out
 
-        return fan_out(self, requests, concurrency=concurrency, callback_url=callback_url,
-                       ordered=ordered, timeout=timeout, check_credits=check_credits)
+        Leaving early never pays: leaving ``async with client.fan_out(...) as outcomes:``
+        or ``await outcomes.aclose()`` cancels every request not yet submitted at once
+        (see `FanOut`). Requests are taken from ``requests`` lazily, as slots free up;
+        ``check_credits=True`` lists them all first, to price the whole batch.
+        """
+        return FanOut(self, requests, concurrency=concurrency, callback_url=callback_url,
+                      ordered=ordered, timeout=timeout, check_credits=check_credits)
 
 
 def _task_parser(task_id: str) -> Any:

@@ -21,7 +21,6 @@ reported from a reply that shows it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import statistics
@@ -29,6 +28,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
+import anyio
 import attrs
 
 from ._config import grow
@@ -146,14 +146,16 @@ class PollPlanner:
             if first:
                 stats.learned.set()
 
-    async def wait_learned(self, shape: Shape, timeout: float) -> None:
+    async def wait_learned(self, shape: Shape, timeout: float) -> None:  # noqa: ASYNC109 - a wait
         """Sleep up to ``timeout`` seconds, or until ``shape`` is first learned."""
         stats = self._stats(shape)
         if stats.durations or timeout <= 0:
             await asyncio.sleep(max(0.0, timeout))
             return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stats.learned.wait(), timeout)
+        # A scope, not asyncio.wait_for: no inner task, and (Python 3.11) a cancellation
+        # arriving as the event is set is never swallowed.
+        with anyio.move_on_after(timeout):
+            await stats.learned.wait()
 
 
 @attrs.frozen
@@ -172,7 +174,7 @@ class PushSource(Protocol):
 
     def latest(self, task_id: str) -> Task | None: ...
 
-    async def wait_for_update(self, task_id: str, timeout: float) -> Task | None: ...
+    async def wait_for_update(self, task_id: str, timeout: float) -> Task | None: ...  # noqa: ASYNC109
 
     def forget(self, task_id: str) -> None: ...
 
@@ -182,7 +184,7 @@ async def watch_task(
     fetch: Callable[[str], Awaitable[Task]],
     *,
     poll: PollPolicy,
-    timeout: float | None,
+    timeout: float | None,  # noqa: ASYNC109 - the public watch(timeout=...)
     push: PushSource | None = None,
     plan: WatchPlan | None = None,
 ) -> AsyncIterator[TaskEvent]:
@@ -214,8 +216,10 @@ async def watch_task(
         if left is not None and left <= 0:
             raise WatchTimeoutError(task_id, timeout or 0.0, last)
         try:
-            return await asyncio.wait_for(fetch(task_id), left)
-        except asyncio.TimeoutError:
+            if left is None:
+                return await fetch(task_id)
+            with anyio.move_on_after(left):  # a scope: no inner task, no lost cancel
+                return await fetch(task_id)
             if deadline is not None and loop.time() >= deadline:
                 raise WatchTimeoutError(task_id, timeout or 0.0, last) from None
         except TRANSIENT as exc:
