@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import wan26_async as wan
 from wan26_async._batch import BatchError, Journal, load_jobs, run_batch
 from wan26_async.testing import FakeWanServer
 
-from .conftest import FAST, FAST_POLL, FAST_RETRY
+from .conftest import FAST, FAST_POLL, FAST_RETRY, client_tasks, eventually
 
 
 def write_jobs(path: Path, n: int, *, bad: dict[int, str] | None = None) -> Path:
@@ -135,3 +136,38 @@ def test_a_batch_killed_with_sigkill_and_resumed_completes_every_job_exactly_onc
         assert lines == list(range(1, n + 1))  # each job exactly once in the output
         assert len(server.tasks) == n  # and exactly once on the server
         assert "30/30 jobs done" in done.stderr
+
+
+async def test_a_cancelled_batch_sends_no_create_afterwards_and_a_rerun_finishes(
+    tmp_path: Path,
+) -> None:
+    # Ctrl-C inside the process: the pool and the progress ticker end with the batch.
+    async with FakeWanServer(time_scale=0.02, pending_seconds=0.5) as server:  # ~0.1 s jobs
+        jobs = load_jobs(write_jobs(tmp_path / "jobs.jsonl", 20))
+        out = tmp_path / "out.jsonl"
+        async with client_for(server) as client:
+            before = client_tasks()
+            reports: list[int] = []
+            run = asyncio.ensure_future(run_batch(
+                client, jobs, out, concurrency=3,
+                on_progress=lambda p: reports.append(p.finished)))
+            await eventually(lambda: out.exists() and len(results(out)) >= 2)
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
+            assert client_tasks() - before == set()  # no job, no ticker left running
+            assert reports
+            await client.get_credits()
+            created = len(server.tasks)
+            assert created < len(jobs)
+            # every task made has finished: a job still alive would have sent the next
+            await eventually(lambda: all(t.status == "completed"
+                                         for t in server.tasks.values()))
+            await client.get_credits()
+            assert len(server.tasks) == created
+            # a create cut off by the cancel may have made its task: resent with its
+            # idempotency key, it is not made twice
+            summary = await run_batch(client, jobs, out, concurrency=3, resend_ambiguous=True)
+    assert summary.complete
+    assert sorted(r["line"] for r in results(out)) == list(range(1, 21))
+    assert len(server.tasks) == 20  # the cancelled run's tasks were watched, not remade
