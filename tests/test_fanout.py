@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import wan26_async as wan
+from wan26_async._pool import SubmitPool
 from wan26_async.testing import FakeWanServer
 
 from .conftest import FAST_POLL, FAST_RETRY, client_tasks, eventually
@@ -265,3 +266,28 @@ async def test_concurrency_below_one_is_refused_when_called(
 ) -> None:
     with pytest.raises(ValueError, match="concurrency must be >= 1"):
         client.fan_out([request(0)], concurrency=0)
+
+
+async def test_a_job_that_swallows_its_cancellation_does_not_let_the_pool_move_on() -> None:
+    # The pool takes no item once it is cancelled, whatever a job does with the cancel.
+    taken: list[int] = []
+    swallowed = asyncio.Event()
+
+    def items() -> Iterator[int]:
+        for i in range(100):
+            taken.append(i)
+            yield i
+
+    async def job(i: int) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            swallowed.set()  # and returns as if it had finished
+
+    pool = SubmitPool(2)
+    run = asyncio.ensure_future(pool.run(items(), job))
+    await eventually(lambda: len(taken) == 2)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert swallowed.is_set() and taken == [0, 1]

@@ -12,6 +12,7 @@ out of a plain ``async for`` drops the last one and finalizes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from types import TracebackType
@@ -226,7 +227,8 @@ class _Run:
         if same_loop:
             self.task.cancel()
         else:
-            self.loop.call_soon_threadsafe(self.task.cancel)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self.loop.call_soon_threadsafe(self.task.cancel)
 
 
 class _Outbox:
