@@ -96,8 +96,7 @@ def _batch_error() -> BaseException:
 
 
 def _closed_error() -> BaseException:
-    cls = getattr(wan, "ClientClosedError")  # noqa: B009 - added with the closed client
-    return cls("the client is closed")
+    return wan.ClientClosedError("this AsyncWanClient is closed")
 
 
 def sample(cls: type[BaseException]) -> BaseException:

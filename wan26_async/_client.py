@@ -3,37 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
-from urllib.parse import quote, urlsplit
+from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
 from ._config import (
-    API_KEY_ENV,
-    BASE_URL_ENV,
     CREATE_PATH,
     CREDITS_PATH,
-    DEFAULT_BASE_URL,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     MAX_RESPONSE_BYTES,
     TASK_PATH,
+    ClientConfig,
     RetryPolicy,
+    check_api_key,
+    check_base_url,
 )
 from ._download import download
 from ._errors import ConfigurationError, TaskFailedError, ValidationError
 from ._fanout import FanOut
+from ._lifecycle import Lifecycle
 from ._limiter import InProcessRateLimiter, RateLimiter
 from ._models import Credits, Task, TaskEvent, TaskStatus
 from ._requests import VideoRequest, url_problem
+from ._settings import CallbackSource, ClientSettings
 from ._transport import Transport
-from ._watch import PollPlanner, PollPolicy, PushSource, Shape, WatchPlan, watch_task
+from ._watch import PollPlanner, PollPolicy, Shape, WatchPlan, watch_task
 from ._wire import (
     new_idempotency_key,
     parse_create_reply,
@@ -49,53 +50,7 @@ __all__ = ["AsyncWanClient"]
 _MAX_PLANS = 100_000
 
 
-class CallbackSource(PushSource, Protocol):
-    """What a client needs of a callback receiver (see ``wan.CallbackReceiver``)."""
-
-    @property
-    def callback_url(self) -> str: ...
-
-    def expect(self, task_id: str) -> None: ...
-
-
-def _check_base_url(base_url: str, allow_insecure_http: bool) -> str:
-    parts = urlsplit(base_url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(f"base_url must be an http(s) URL, got {base_url!r}")
-    if scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
-        raise ConfigurationError(
-            f"base_url {base_url!r} is plain http to a remote host, which would send the API "
-            "key unencrypted; use https, or pass allow_insecure_http=True if you must"
-        )
-    if parts.query or parts.fragment:
-        raise ConfigurationError(f"base_url must not have a query or fragment: {base_url!r}")
-    return base_url.rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_api_key(api_key: str | None) -> str:
-    if api_key is None:
-        api_key = os.environ.get(API_KEY_ENV)
-    if not api_key:
-        raise ConfigurationError(
-            f"no API key: pass api_key=... or set the {API_KEY_ENV} environment variable"
-        )
-    if not isinstance(api_key, str) or not api_key.startswith("sk-"):
-        raise ConfigurationError("the API key must be a string starting with 'sk-' "
-                                 "(copy it again from the dashboard)")
-    return api_key
-
-
-class AsyncWanClient:
+class AsyncWanClient(ClientSettings):
     """An async client of the Wan 2.6 video generation API.
 
     One client holds one connection pool, one limiter and one retry policy shared by
@@ -137,9 +92,8 @@ class AsyncWanClient:
         allow_insecure_http: bool = False,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
-        key = _check_api_key(api_key)
-        url = _check_base_url(base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL,
-                              allow_insecure_http)
+        key = check_api_key(api_key)
+        url = check_base_url(base_url, allow_insecure_http)
         if not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ConfigurationError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
         if timeout <= 0:
@@ -149,21 +103,18 @@ class AsyncWanClient:
                                 else max_retries)
         elif max_retries is not None:
             raise ConfigurationError("pass max_retries or retry=RetryPolicy(...), not both")
-        self.base_url = url
-        self.max_concurrency = max_concurrency
-        self.timeout = timeout
-        self.retry = retry
-        self.poll = poll or PollPolicy()
-        self.rate_limiter = rate_limiter or InProcessRateLimiter()
+        config = ClientConfig(base_url=url, max_concurrency=max_concurrency, timeout=timeout,
+                              retry=retry, poll=poll or PollPolicy(),
+                              resend_ambiguous_creates=resend_ambiguous_creates,
+                              max_response_bytes=max_response_bytes)
+        self._rate_limiter = rate_limiter or InProcessRateLimiter()
         self._owns_limiter = rate_limiter is None
         bind = getattr(self.rate_limiter, "bind", None)
         if callable(bind):  # a shared limiter scopes its state to this base URL and key
             bind(url, key)
-        self.callbacks = callbacks
-        self.resend_ambiguous_creates = resend_ambiguous_creates
-        # A download may take long: only connecting and each read are bounded.
-        self._download_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout,
-                                                       sock_read=timeout)
+        self._callbacks = callbacks
+        self._lifecycle = Lifecycle()
+        self._view = False
         self._planner = PollPlanner()
         # Creation time and shape of recent tasks, for the learned poll schedule.
         self._created_at: dict[str, float] = {}
@@ -178,6 +129,7 @@ class AsyncWanClient:
             session=session,
             max_response_bytes=max_response_bytes,
         )
+        self._configure(config)
 
     def __repr__(self) -> str:
         return f"AsyncWanClient(base_url={self.base_url!r}, api_key=<hidden>)"
@@ -194,7 +146,12 @@ class AsyncWanClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every connection this client opened (not a borrowed session). Idempotent."""
+        """Close every connection this client opened (not a borrowed session) and its
+        views; every later call or watch raises `ClientClosedError`, and those waiting
+        now end with it at once. Idempotent. On a view, closes only the view."""
+        self._lifecycle.close()
+        if self._view:
+            return
         await self._transport.aclose()
         if self._owns_limiter:  # a limiter passed in may be shared: its owner closes it
             await self.rate_limiter.aclose()
@@ -230,10 +187,11 @@ class AsyncWanClient:
             _check_callback_url(callback_url, request.model)
         key = idempotency_key or new_idempotency_key()
         resend = self.resend_ambiguous_creates if resend_ambiguous is None else resend_ambiguous
-        task_id, data = await self._transport.request(
-            "POST", CREATE_PATH, parse_create_reply, body=request_body(request, callback_url),
-            idempotency_key=key, resend=resend,
-        )
+        with self._open(key):
+            task_id, data = await self._transport.request(
+                "POST", CREATE_PATH, parse_create_reply,
+                body=request_body(request, callback_url), idempotency_key=key, resend=resend,
+            )
         if self.callbacks is not None:
             self.callbacks.expect(task_id)
         self._remember(task_id, request)
@@ -258,11 +216,13 @@ class AsyncWanClient:
     async def get_task(self, task_id: str) -> Task:
         """The task as the server sees it now. Raises `TaskNotFoundError` for an unknown id."""
         path = TASK_PATH + _task_path(task_id)
-        return await self._transport.request("GET", path, _task_parser(task_id))
+        with self._open():
+            return await self._transport.request("GET", path, _task_parser(task_id))
 
     async def get_credits(self) -> Credits:
         """The account's credit balance."""
-        return await self._transport.request("GET", CREDITS_PATH, parse_credits)
+        with self._open():
+            return await self._transport.request("GET", CREDITS_PATH, parse_credits)
 
     async def download(
         self,
@@ -287,8 +247,9 @@ class AsyncWanClient:
         Raises `ValidationError` for a URL that is not http(s), `APIError` for an error
         reply of the host, `APIConnectionError` when the retries run out.
         """
-        return await download(self._transport.session(), url, dest, retry=self.retry,
-                              timeout=self._download_timeout, progress=progress)
+        with self._open():
+            return await download(self._transport.session(), url, dest, retry=self.retry,
+                                  timeout=self._download_timeout, progress=progress)
 
     # -- waiting ----------------------------------------------------------------------
 
@@ -306,8 +267,10 @@ class AsyncWanClient:
                 print(f"{event.elapsed:5.1f}s {event.previous} -> {event.status}")
         """
         _task_path(task_id)
+        self._lifecycle.check()
         return watch_task(task_id, self.get_task, poll=poll or self.poll, timeout=timeout,
-                          push=self.callbacks, plan=self._plan(task_id))
+                          push=self.callbacks, plan=self._plan(task_id),
+                          closed=self._lifecycle)
 
     async def wait(self, task_id: str, *, timeout: float | None = None,
                    poll: PollPolicy | None = None) -> Task:
@@ -372,6 +335,7 @@ class AsyncWanClient:
         (see `FanOut`). Requests are taken from ``requests`` lazily, as slots free up;
         ``check_credits=True`` lists them all first, to price the whole batch.
         """
+        self._lifecycle.check()
         return FanOut(self, requests, concurrency=concurrency, callback_url=callback_url,
                       ordered=ordered, timeout=timeout, check_credits=check_credits)
 

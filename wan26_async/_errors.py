@@ -18,6 +18,7 @@
     │   └── MalformedResponseError     a 2xx reply that is not the documented envelope
     ├── APIConnectionError                          no usable reply
     │   └── APITimeoutError
+    ├── ClientClosedError                           the client (or its view) was closed
     ├── AmbiguousSubmissionError  .idempotency_key  a create may have made a task
     ├── NotSubmittedError  .cause                   fan_out stopped before submitting it
     ├── TaskFailedError  .task                      the task ended FAILED
@@ -46,6 +47,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigurationError",
     "BadRequestError",
+    "ClientClosedError",
     "InsufficientCreditsError",
     "InternalServerError",
     "MalformedResponseError",
@@ -222,6 +224,12 @@ class APIConnectionError(WanError):
 
 class APITimeoutError(APIConnectionError):
     """The call took longer than the client's ``timeout``."""
+
+
+class ClientClosedError(WanError):
+    """A call or a watch on a client after ``aclose()`` (or the end of its ``async with``
+    block), or on a view of one. Raised at once, never retried: make the call inside the
+    client's block, or create a new `AsyncWanClient`."""
 
 
 class AmbiguousSubmissionError(WanError):

@@ -17,6 +17,7 @@ Every call of a client (create, get, credits, each poll of a watch) goes through
 from __future__ import annotations
 
 import asyncio
+import copy
 import email.utils
 import logging
 import time
@@ -144,6 +145,7 @@ class Transport:
         self._max_bytes = max_response_bytes
         self._closed = False
         self._urls: dict[str, URL] = {}
+        self._parent: Transport | None = None  # set on a view: the session is the parent's
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -152,7 +154,18 @@ class Transport:
         added per API request, so other hosts (downloads) never see it."""
         return self._get_session()
 
+    def with_options(self, *, retry: RetryPolicy, timeout: float) -> Transport:
+        """A transport for a client view: this one's session, slots, limiter and URLs,
+        its own retry policy and timeout. It needs no closing (closing this one ends it)."""
+        view = copy.copy(self)
+        view.retry = retry
+        view._timeout = aiohttp.ClientTimeout(total=timeout)
+        view._parent = self if self._parent is None else self._parent
+        return view
+
     def _get_session(self) -> aiohttp.ClientSession:
+        if self._parent is not None:
+            return self._parent._get_session()
         if self._closed:
             raise APIConnectionError("the client is closed; create a new AsyncWanClient")
         session = self._session

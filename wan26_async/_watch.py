@@ -26,12 +26,15 @@ import random
 import statistics
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol
+from contextlib import AbstractContextManager
+from functools import partial
+from typing import Protocol, TypeVar
 
 import anyio
 import attrs
 
-from ._config import grow
+from ._config import PollPolicy
+from ._config import spread as _spread
 from ._errors import (
     APIConnectionError,
     InternalServerError,
@@ -52,44 +55,7 @@ TRANSIENT = (APIConnectionError, InternalServerError, UpstreamError, RateLimitEr
 
 #: What tasks that take about as long share: (model, resolution, duration).
 Shape = tuple[str, str, int]
-
-
-@attrs.frozen(kw_only=True)
-class PollPolicy:
-    """How often a watch asks for a task's status.
-
-    Plain backoff (tasks of unknown shape, or created elsewhere): the first wait is
-    ``initial`` seconds, each next one ``multiplier`` times longer up to ``max_interval``,
-    each spread by +/- ``jitter`` (a fraction) so watches started together do not poll
-    together.
-
-    Learned schedule (``learn=True``, tasks created by this client): up to ``scouts``
-    watches per unknown shape poll every ``scout_interval`` seconds to learn how long
-    that shape takes; the others then poll ``settle`` seconds after their predicted
-    finish, and every ``scout_interval`` (growing to ``initial``) if it was not yet done.
-
-    >>> PollPolicy(initial=0.5, max_interval=4).interval(10, rng=random.Random(0)) <= 4.4
-    True
-    """
-
-    initial: float = 2.0
-    multiplier: float = 2.0
-    max_interval: float = 15.0
-    jitter: float = 0.1
-    learn: bool = True
-    scouts: int = 3
-    scout_interval: float = 0.25
-    settle: float = 0.1
-
-    def interval(self, poll: int, *, rng: random.Random | None = None) -> float:
-        """Seconds to wait after poll number ``poll`` (0-based) of the plain backoff."""
-        return _spread(grow(self.initial, self.multiplier, poll, self.max_interval),
-                       self.jitter, rng)
-
-
-def _spread(base: float, jitter: float, rng: random.Random | None = None) -> float:
-    spread = base * jitter
-    return max(0.0, base + (rng or random).uniform(-spread, spread))
+T = TypeVar("T")
 
 
 class _ShapeStats:
@@ -179,6 +145,24 @@ class PushSource(Protocol):
     def forget(self, task_id: str) -> None: ...
 
 
+class ClosedSignal(Protocol):
+    """A client's closed state (see `_lifecycle.Lifecycle`)."""
+
+    def interruptible(self) -> AbstractContextManager[None]:
+        """A scope that ends a wait at once, raising `ClientClosedError`, on closing."""
+        ...
+
+
+async def _unless_closed(closed: ClosedSignal | None, wait: Callable[[], Awaitable[T]]) -> T:
+    # A watch sleeping between polls wakes when its client closes and raises at once,
+    # instead of sleeping out the interval and then failing (or, worse, polling on).
+    if closed is None:
+        return await wait()
+    with closed.interruptible():
+        return await wait()
+    raise AssertionError("unreachable: interruptible() raises when it ends a wait")
+
+
 async def watch_task(
     task_id: str,
     fetch: Callable[[str], Awaitable[Task]],
@@ -187,6 +171,7 @@ async def watch_task(
     timeout: float | None,  # noqa: ASYNC109 - the public watch(timeout=...)
     push: PushSource | None = None,
     plan: WatchPlan | None = None,
+    closed: ClosedSignal | None = None,
 ) -> AsyncIterator[TaskEvent]:
     """Yield one `TaskEvent` per status change of ``task_id``, ending after a terminal one.
 
@@ -194,6 +179,8 @@ async def watch_task(
     logged and polled past, and transient failures of a poll are retried here. With
     ``push``, updates come from callbacks and polling is only a slow safety net; with
     ``plan`` (and ``poll.learn``), polls follow the learned schedule described above.
+    With ``closed``, a wait between polls ends at once when the client closes (its
+    `ClientClosedError` is raised: a closed client never polls on).
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -284,14 +271,16 @@ async def watch_task(
             if push is not None:
                 pushed = push.latest(task_id)
                 if pushed is None or previous is None or pushed.status.rank <= previous.rank:
-                    pushed = await push.wait_for_update(task_id, wait)
+                    pushed = await _unless_closed(
+                        closed, partial(push.wait_for_update, task_id, wait))
                 if pushed is not None:
                     task = pushed
                     continue
             elif plan is not None and planned is None:
-                await plan.planner.wait_learned(plan.shape, wait)
+                await _unless_closed(closed, partial(plan.planner.wait_learned, plan.shape,
+                                                     wait))
             else:
-                await asyncio.sleep(wait)
+                await _unless_closed(closed, partial(asyncio.sleep, wait))
             if planned is None:
                 polls += 1
             polled_before = last_poll

@@ -1,0 +1,77 @@
+"""Whether a client (or a view of one) is closed, and the waits that closing ends.
+
+A closed client must never poll on or wait out a backoff: every call checks it first,
+and a call or a watch already waiting (a poll interval, the limiter's gate, a reply)
+waits inside `Lifecycle.interruptible`, a cancel scope that `close` cancels, so it
+ends at once with `ClientClosedError`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import anyio
+
+from ._errors import ClientClosedError
+
+__all__ = ["Lifecycle"]
+
+_CLOSED = ("this AsyncWanClient is closed (aclose() was called, or its 'async with' block "
+           "ended); make calls inside the block, or create a new client")
+_VIEW_CLOSED = ("this view of an AsyncWanClient (from with_options) was closed; use the "
+                "client it came from, or make a new view with client.with_options(...)")
+
+
+class Lifecycle:
+    """Open until `close`; closing one also closes its children (a client's views)."""
+
+    __slots__ = ("__weakref__", "_children", "_message", "_scopes", "closed")
+
+    def __init__(self, *, view: bool = False) -> None:
+        self.closed = False
+        self._message = _VIEW_CLOSED if view else _CLOSED
+        self._scopes: set[anyio.CancelScope] = set()
+        self._children: weakref.WeakSet[Lifecycle] = weakref.WeakSet()
+
+    def child(self) -> Lifecycle:
+        """The lifecycle of a view: closed with this one, or on its own."""
+        child = Lifecycle(view=True)
+        if self.closed:
+            child._message = self._message  # the view's parent is what was closed
+            child.closed = True
+        self._children.add(child)
+        return child
+
+    def close(self) -> None:
+        """Mark closed and end every wait inside `interruptible`, here and in children."""
+        self.closed = True
+        for scope in list(self._scopes):
+            scope.cancel()
+        for child in list(self._children):
+            if not child.closed:
+                child._message = self._message
+                child.close()
+
+    def error(self) -> ClientClosedError:
+        return ClientClosedError(self._message)
+
+    def check(self) -> None:
+        """Raise `ClientClosedError` when closed."""
+        if self.closed:
+            raise self.error()
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """Run a wait that `close` ends at once; raises `ClientClosedError` if it did."""
+        self.check()
+        scope = anyio.CancelScope()
+        self._scopes.add(scope)
+        try:
+            with scope:
+                yield
+        finally:
+            self._scopes.discard(scope)
+        if scope.cancelled_caught:
+            raise self.error()
