@@ -45,14 +45,15 @@ class CountingLimiter(wan.RateLimiter):
         await self.inner.acquire()
         self.sent.append(time.monotonic())
 
-    async def on_rate_limited(self, retry_after: float | None) -> None:
+    async def on_rate_limited(self, retry_after: float | None,
+                              sent_at: float | None = None) -> None:
         self.rate_limited += 1
         self.limited_at.append(time.monotonic())
-        await self.inner.on_rate_limited(retry_after)
+        await self.inner.on_rate_limited(retry_after, sent_at)
 
-    def on_success(self) -> None:
+    def on_success(self, sent_at: float | None = None) -> None:
         self.admitted.append(time.monotonic())
-        self.inner.on_success()
+        self.inner.on_success(sent_at)
 
     def release(self) -> None:
         self.inner.release()

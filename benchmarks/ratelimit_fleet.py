@@ -99,12 +99,13 @@ class Counting(wan.RateLimiter):
     async def acquire(self) -> None:
         await self.inner.acquire()
 
-    async def on_rate_limited(self, retry_after: float | None) -> None:
+    async def on_rate_limited(self, retry_after: float | None,
+                              sent_at: float | None = None) -> None:
         self.rate_limited += 1
-        await self.inner.on_rate_limited(retry_after)
+        await self.inner.on_rate_limited(retry_after, sent_at)
 
-    def on_success(self) -> None:
-        self.inner.on_success()
+    def on_success(self, sent_at: float | None = None) -> None:
+        self.inner.on_success(sent_at)
 
     def release(self) -> None:
         self.inner.release()

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 import wan26_async as wan
-from wan26_async._limiter import fit_bucket, fit_rate
+from wan26_async._ratelimit import fit_bucket, fit_rate
 from wan26_async.testing import FakeWanServer, FixedWindow, TokenBucket
 
 REQUEST = wan.TextToVideo(prompt="p", resolution="720p", duration=2)
@@ -164,12 +164,12 @@ async def test_the_slow_start_keeps_the_first_wave_of_429s_small() -> None:
 
 
 async def test_a_client_that_never_meets_a_429_keeps_a_bounded_reply_log() -> None:
-    from wan26_async._limiter import MAX_EVENTS
+    from wan26_async._ratelimit._memory import MAX_EVENTS
 
     limiter = wan.InProcessRateLimiter()
     await limiter.acquire()  # binds the loop
     limiter.release()
-    limiter.phase, limiter.rate = "steady", 1000.0  # learned; no pause since
+    limiter.state.phase, limiter.state.rate = "steady", 1000.0  # learned; no pause since
     for _ in range(MAX_EVENTS * 3):
         limiter.on_success()
     assert MAX_EVENTS // 2 <= len(limiter._events) <= MAX_EVENTS

@@ -228,9 +228,9 @@ import wan26_async as wan
 from wan26_async.redis import RedisRateLimiter
 
 class Loud(RedisRateLimiter):
-    async def on_rate_limited(self, retry_after):
+    async def on_rate_limited(self, retry_after, sent_at=None):
         print("429", flush=True)
-        await super().on_rate_limited(retry_after)
+        await super().on_rate_limited(retry_after, sent_at)
 
 async def main(url, prefix, scope, base_url, api_key):
     limiter = Loud.from_url(url, prefix=prefix, scope=scope)

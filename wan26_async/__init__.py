@@ -36,7 +36,7 @@ from ._errors import (
     WatchTimeoutError,
 )
 from ._from_dict import request_from_dict
-from ._limiter import InProcessRateLimiter, RateLimiter
+from ._ratelimit import InProcessRateLimiter, RateLimiter
 from ._models import Credits, Outcome, Task, TaskEvent, TaskStatus
 from ._requests import (
     AspectRatio,

@@ -29,8 +29,8 @@ from ._download import download
 from ._errors import ConfigurationError, TaskFailedError, ValidationError
 from ._fanout import FanOut
 from ._lifecycle import Lifecycle
-from ._limiter import InProcessRateLimiter, RateLimiter
 from ._models import Credits, Task, TaskEvent, TaskStatus
+from ._ratelimit import InProcessRateLimiter, RateLimiter
 from ._requests import VideoRequest, url_problem
 from ._settings import CallbackSource, ClientSettings
 from ._transport import Transport
@@ -109,9 +109,7 @@ class AsyncWanClient(ClientSettings):
                               max_response_bytes=max_response_bytes)
         self._rate_limiter = rate_limiter or InProcessRateLimiter()
         self._owns_limiter = rate_limiter is None
-        bind = getattr(self.rate_limiter, "bind", None)
-        if callable(bind):  # a shared limiter scopes its state to this base URL and key
-            bind(url, key)
+        self.rate_limiter.bind(url, key)  # a shared limiter scopes its state by them
         self._callbacks = callbacks
         self._lifecycle = Lifecycle()
         self._view = False

@@ -13,7 +13,7 @@ import aiohttp
 from ._config import ClientConfig, PollPolicy, RetryPolicy
 from ._errors import APIConnectionError, ClientClosedError, as_ambiguous
 from ._lifecycle import Lifecycle
-from ._limiter import RateLimiter
+from ._ratelimit import RateLimiter
 from ._transport import Transport
 from ._watch import PushSource
 

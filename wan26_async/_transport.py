@@ -42,7 +42,7 @@ from ._errors import (
     error_from_reply,
     request_id_of,
 )
-from ._limiter import RateLimiter
+from ._ratelimit import RateLimiter
 from ._version import __version__
 from ._wire import decode_json, unwrap_envelope
 
@@ -78,9 +78,10 @@ class _Retry(Exception):
 
     def __init__(
         self, error: WanError, delay: float | None = None, *, sent: bool = False,
-        rate_limited: bool = False,
+        rate_limited: bool = False, sent_at: float | None = None,
     ) -> None:
         self.error = error
+        self.sent_at = sent_at  # when the refused request left (loop time)
         self.delay = delay
         self.sent = sent  # the request reached the server: a create may have made a task
         self.rate_limited = rate_limited  # a 429: ``delay`` is its Retry-After, or None
@@ -218,6 +219,7 @@ class Transport:
         if idempotency_key is not None:
             headers = {**headers, "Idempotency-Key": idempotency_key}
         session = self._get_session()
+        loop = asyncio.get_running_loop()
         slots = self._slots
         limiter = self.limiter
         attempt = 0
@@ -230,6 +232,7 @@ class Transport:
             try:
                 if not limiter.try_acquire():
                     await limiter.acquire()
+                sent_at = loop.time()
                 started = time.monotonic() if _log.isEnabledFor(logging.DEBUG) else 0.0
                 try:
                     async with session.request(
@@ -243,7 +246,7 @@ class Transport:
                         _log.debug("%s %s -> %d in %.3f s", method, path, status,
                                     time.monotonic() - started)
                     return self._handle(status, reply_headers, raw, cut, parse,
-                                        idempotency_key, resend)
+                                        idempotency_key, resend, sent_at)
                 except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
                     self._failed(exc, idempotency_key, resend)
                 finally:
@@ -251,7 +254,7 @@ class Transport:
             except _Retry as retry:
                 err = retry.error
                 if retry.rate_limited:
-                    await limiter.on_rate_limited(retry.delay)
+                    await limiter.on_rate_limited(retry.delay, retry.sent_at)
                 if attempt >= self.retry.max_retries:
                     if retry.sent and idempotency_key is not None:
                         raise as_ambiguous(err, idempotency_key) from err.__cause__
@@ -295,9 +298,10 @@ class Transport:
         parse: Parser[T],
         key: str | None,
         resend: bool,
+        sent_at: float,
     ) -> T:
         if 200 <= status < 300:
-            self.limiter.on_success()
+            self.limiter.on_success(sent_at)
             if cut:  # a success we cannot read: for a create, the task may exist
                 _after_send(_too_large(status, reply_headers, self._max_bytes), key, resend)
             try:
@@ -308,7 +312,7 @@ class Transport:
                 _after_send(err, key, resend)
             except APIError as err:
                 # An error envelope inside an HTTP 2xx: treat it like the status it names.
-                self._error(err, key, resend)
+                self._error(err, key, resend, sent_at)
         if 300 <= status < 400:
             location = reply_headers.get("Location", "")
             raise APIError(
@@ -319,16 +323,17 @@ class Transport:
             )
         retry_after = parse_retry_after(reply_headers.get("Retry-After"))
         self._error(error_from_reply(status, raw, reply_headers, retry_after=retry_after),
-                    key, resend)
+                    key, resend, sent_at)
 
-    def _error(self, err: APIError, key: str | None, resend: bool) -> NoReturn:
+    def _error(self, err: APIError, key: str | None, resend: bool,
+               sent_at: float | None = None) -> NoReturn:
         if isinstance(err, RateLimitError):
             retry_after = err.retry_after
             if retry_after is not None and retry_after > self.retry.max_retry_after:
                 raise err
             # resent whatever the call: a 429 made nothing (the limiter pauses first)
-            raise _Retry(err, retry_after, rate_limited=True)
-        self.limiter.on_success()
+            raise _Retry(err, retry_after, rate_limited=True, sent_at=sent_at)
+        self.limiter.on_success(sent_at)
         if isinstance(err, SpendLimitError) or not (err.status_code >= 500
                                                     or err.status_code == 408):
             raise err

@@ -25,7 +25,7 @@ from typing import Any
 
 from .._client import AsyncWanClient
 from .._errors import ConfigurationError, WanError
-from .._limiter import RateLimiter
+from .._ratelimit import RateLimiter
 from .._models import Task
 from .._version import __version__
 from ._generate import add_generate_parser, run_generate

@@ -1,0 +1,230 @@
+"""The one rate-limit learner: every decision of both limiters, as pure functions.
+
+A limiter is a *store* of a `LimitState` (in memory: `InProcessRateLimiter`; in Redis:
+`wan26_async.redis.RedisRateLimiter`) that paces requests by it. The decisions are made
+here, with no I/O and no clock of their own, from the state and the replies seen
+(``(time, admitted)`` pairs, times on the store's clock), so they read and test alone
+(``tests/test_learner_sim.py`` drives them on a simulated clock):
+
+1. *Start* (`Learner.initial`): no pacing, but the requests in flight grow from a small
+   window by half a request per success (`Learner.grow_window`, about x1.5 a round
+   trip), so the first 429 finds few in flight. What was admitted before it is the
+   server's burst plus what refilled meanwhile.
+2. *Probe* (`Learner.paused` after the first 429): after the pause, requests are paced
+   from a low rate that grows by a step per request (`ramp`), bounded, until a second
+   429. Both waves began with a full bucket and differ in length: together they tell
+   the burst from the rate (`fit_bucket`).
+3. *Steady*: a client-side bucket paces every call at the fitted rate. A later 429 refits
+   (`Learner.paused` again). A fit is believed only as far as the replies show it: a rate
+   above what was admitted over the same span, plus a margin for timing noise, is
+   refused, and the limiter slows to what was shown (or probes again from there).
+4. *Recovery*: after a fit well below the best rate learned (the server's limit
+   dropped, or others share it), the pace holds for a while, then climbs back toward
+   that rate by a bounded fraction a second (`ramp`); a climb that meets a 429 again
+   waits twice as long before the next one, so a lasting drop costs one 429 per hold.
+
+The stores apply `ramp` on every request they let go (the Redis store in Lua, with the
+same fields); everything else is `Learner.paused`, called once per pause.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+from ._fit import Events, burst_shown, fit_bucket, fit_rate, paced_burst, rate_in
+
+__all__ = ["NO_CAP", "Learner", "LimitState", "ramp"]
+
+#: Decisions this close after a refusal may have come before it (see `in_server_order`).
+JITTER = 0.005
+#: "No bound" for a pace (a billion requests a second), finite so that Redis can store it.
+NO_CAP = 1e9
+
+
+@attrs.define(kw_only=True)
+class LimitState:
+    """What a limiter knows of the server's limit and how it paces (one per limit).
+
+    ``rate`` is the pace (requests/s, 0: unpaced) and ``burst`` the requests it lets go
+    at once after a pause; ``server_burst`` the server's burst as learned; ``ceiling``
+    the best rate a fit believed (0: none yet), ``base`` the pace set by the latest fit.
+    Per request let go, the pace moves by `ramp`: after ``hold`` more requests it grows
+    to ``rate * step + add``, never past ``cap``. ``hold_span`` is the hold (s) of the
+    next climb. ``first`` is when the first 429 was decided (-1: none yet); ``wave``
+    says the first wave is kept for the probe's fit; ``told`` that the rate was given.
+    """
+
+    phase: str = "start"
+    rate: float = 0.0
+    burst: float = 1.0
+    server_burst: float = 1.0
+    ceiling: float = 0.0
+    base: float = 0.0
+    step: float = 1.0
+    add: float = 0.0
+    cap: float = NO_CAP
+    hold: float = 0.0
+    hold_span: float = 0.0
+    first: float = -1.0
+    wave: bool = False
+    told: bool = False
+
+
+def ramp(state: LimitState) -> None:
+    """One request let go at the pace of ``state``: step the pace (in place).
+
+    The hot path of both stores; the Redis store's ACQUIRE script does the same."""
+    if state.hold > 0:
+        state.hold -= 1
+    elif state.rate < state.cap:
+        state.rate = min(state.cap, state.rate * state.step + state.add)
+
+
+@attrs.frozen(kw_only=True)
+class Learner:
+    """The decisions of a limiter; its fields are the constants they use.
+
+    ``initial_window``: requests in flight at first; ``margin``: the pace as a share of
+    a fitted rate; ``default_retry_after``: the pause after a 429 without Retry-After.
+    The rest is tuning: the probe starts at ``probe_start`` bursts per default pause,
+    grows by ``probe_step`` per request up to ``probe_reach`` times its start; a climb
+    grows the pace by ``climb`` of itself per second (``climb`` per request, at the pace)
+    after a hold of ``hold`` seconds (doubling after a failed climb, at most
+    ``max_hold``); a fit near the ceiling lowers it by ``trim`` at most; a fit may exceed the rate the replies showed by ``slack``; the long-run
+    admitted rate floors the pace after ``floor_after`` seconds of pauses (limits that are
+    not a bucket); the slow start stops counting at ``max_window`` in flight.
+    """
+
+    initial_window: float = 4.0
+    margin: float = 0.98
+    default_retry_after: float = 1.0
+    probe_start: float = 4.0
+    probe_step: float = 1.08
+    probe_reach: float = 64.0
+    climb: float = 0.4
+    hold: float = 0.5
+    max_hold: float = 60.0
+    slack: float = 0.15
+    trim: float = 0.97
+    floor_after: float = 5.0
+    max_window: float = 4096.0
+
+    def initial(self, rate: float | None = None, burst: float | None = None) -> LimitState:
+        """The state to start from: learning (``rate`` None), or paced at a given limit
+        of ``rate`` requests/s with bursts of ``burst`` (default 1), a tenth held back."""
+        if rate is None:
+            return LimitState(hold_span=self.hold)
+        if rate <= 0:
+            raise ValueError(f"rate must be positive requests per second, got {rate!r}")
+        server_burst = float(burst) if burst is not None else 1.0
+        if server_burst < 1:
+            raise ValueError(f"burst must be at least 1 request, got {burst!r}")
+        return LimitState(phase="steady", rate=float(rate), burst=paced_burst(server_burst),
+                          server_burst=server_burst, ceiling=float(rate), base=float(rate),
+                          cap=float(rate), told=True)
+
+    def grow_window(self, window: float) -> float:
+        """The slow start's window after one more admitted request (inf: no limit in
+        sight, stop counting)."""
+        window += 0.5
+        return math.inf if window > self.max_window else window
+
+    def paused(
+        self,
+        state: LimitState,
+        replies: Events,
+        *,
+        anchor: float,
+        refused: float,
+        since_first: int = 0,
+        wave: Events | None = None,
+    ) -> LimitState:
+        """The state after a 429 that began a pause.
+
+        ``replies`` are the requests decided since ``anchor`` (when the previous pause
+        ended and the server's bucket was full; in phase start, since the first
+        request), up to the refusal decided at ``refused`` and what was in flight with
+        it. ``since_first`` counts the admissions since the first 429; ``wave`` is the
+        first wave, kept for the probe's fit while ``state.wave``.
+        """
+        if state.told:
+            return state  # the user's pace is kept; the gate alone waits
+        # what was decided up to the refusal (a store may report a little more)
+        events = [e for e in sorted(replies) if e[0] <= refused + JITTER]
+        admitted = sum(1 for _, ok in events if ok)
+        if state.phase == "start":
+            return self._probe(state, float(max(1, admitted)), refused)
+        span = refused - anchor
+        # A bucket that was full at the anchor and refuses at `refused` refilled less
+        # than what it admitted meanwhile: no fit may believe a faster rate than that.
+        shown = admitted / span if span > 0 and admitted >= 2 else math.inf
+        if state.phase == "probe" and state.wave and wave:
+            burst, rate, lowest, _ = fit_bucket(wave, events, start=anchor)
+            if admitted > burst and lowest > 0.0 and self._believable(rate, shown):
+                return self._settle(state, rate, burst, refused, since_first)
+        if state.phase == "steady" and state.rate > 0:
+            shown_burst = burst_shown(admitted, span, state.rate, state.server_burst)
+            if shown_burst is not None:  # refused while the burst after a pause was spent
+                return attrs.evolve(state, server_burst=shown_burst,
+                                    burst=paced_burst(shown_burst), wave=False)
+        lowest, highest = fit_rate(events, burst=state.server_burst, start=anchor)
+        rate = rate_in(lowest, highest)
+        if admitted <= state.server_burst or lowest <= 0.0 or not self._believable(rate, shown):
+            return self._unexplained(state, shown if admitted > state.server_burst else math.inf)
+        return self._settle(state, rate, state.server_burst, refused, since_first)
+
+    def _believable(self, rate: float, shown: float) -> bool:
+        return rate <= shown * (1.0 + self.slack)
+
+    def _probe(self, state: LimitState, server_burst: float, refused: float,
+               rate: float | None = None) -> LimitState:
+        """Probe from ``rate`` (default: from the burst): paced, growing per request."""
+        if rate is None:
+            rate = max(1.0, server_burst / self.default_retry_after) * self.probe_start
+        first = state.first if state.first >= 0 else refused
+        return attrs.evolve(
+            state, phase="probe", rate=rate, server_burst=server_burst,
+            burst=paced_burst(server_burst), step=self.probe_step, add=0.0,
+            cap=rate * self.probe_reach, hold=0.0, first=first,
+            wave=state.phase == "start", hold_span=state.hold_span or self.hold)
+
+    def _unexplained(self, state: LimitState, shown: float) -> LimitState:
+        """A pause the replies do not fit (refused within the burst, a hiccup, a limit of
+        another shape): never faster than the replies showed. A probe starts over from
+        half that; a steady pace slows a little and climbs back toward the ceiling."""
+        pace = min(state.rate, shown)
+        if state.phase == "probe":
+            return self._probe(state, state.server_burst, state.first,
+                               rate=max(1.0 / 60.0, pace / 2))
+        rate = max(1.0 / 60.0, min(state.rate * 0.97, pace))
+        return attrs.evolve(state, rate=rate, base=rate, step=1.0, add=self.climb,
+                            cap=max(rate, state.ceiling), hold=0.0, wave=False)
+
+    def _settle(self, state: LimitState, rate: float, server_burst: float, refused: float,
+                since_first: int) -> LimitState:
+        """Pace at a believed fit of ``rate`` from now on."""
+        if state.first >= 0 and refused - state.first >= self.floor_after:
+            # for limits that are not a bucket: never slower than what was admitted
+            rate = max(rate, since_first / (refused - state.first))
+        found = rate * self.margin
+        probing = state.phase == "probe"
+        state = attrs.evolve(state, phase="steady", server_burst=server_burst,
+                             burst=paced_burst(server_burst), step=1.0, wave=False)
+        if probing or state.ceiling <= 0:  # first learned
+            return attrs.evolve(state, rate=found, base=found, ceiling=found, cap=found,
+                                add=0.0, hold=0.0, hold_span=self.hold)
+        if found >= state.ceiling * 0.9:
+            # About the limit as known: a fit a little high, a hiccup, or a small change.
+            # Trim the ceiling (a little per pause, so that a hiccup costs little) and
+            # climb back to it at once.
+            ceiling = max(found, state.ceiling * self.trim)
+            return attrs.evolve(state, rate=min(found, ceiling), base=found, ceiling=ceiling,
+                                cap=ceiling, add=self.climb, hold=0.0, hold_span=self.hold)
+        # Well below the best rate learned: the limit dropped, or others share it. Hold,
+        # then climb back toward it; a climb that failed waits twice as long next time.
+        climbing = state.rate > state.base * 1.01
+        span = min(self.max_hold, state.hold_span * 2) if climbing else self.hold
+        return attrs.evolve(state, rate=found, base=found, cap=state.ceiling, add=self.climb,
+                            hold=span * found, hold_span=span)
