@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import wan26_async as wan
-from wan26_async._batch import BatchError, Journal, load_jobs, run_batch
+from wan26_async._batch import BatchError, Journal, load_jobs, read_jobs, run_batch
 from wan26_async.testing import FakeWanServer
 
 from .conftest import FAST, FAST_POLL, FAST_RETRY, client_tasks, eventually
@@ -171,3 +171,85 @@ async def test_a_cancelled_batch_sends_no_create_afterwards_and_a_rerun_finishes
     assert summary.complete
     assert sorted(r["line"] for r in results(out)) == list(range(1, 21))
     assert len(server.tasks) == 20  # the cancelled run's tasks were watched, not remade
+
+
+async def test_progress_counts_credits_from_submission_and_takes_refunds_off(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobs.jsonl"
+    path.write_text(
+        '{"model": "t2v", "input": {"prompt": "fine", "duration": 2, "resolution": "720p"}}\n'
+        '{"model": "t2v", "input": {"prompt": "[fail] no", "duration": 3, '
+        '"resolution": "720p"}}\n')
+    seen: list[tuple[int, int, int]] = []
+    async with FakeWanServer(time_scale=0.02, pending_seconds=0.2) as server:
+        async with client_for(server) as client:
+            summary = await run_batch(
+                client, load_jobs(path), tmp_path / "out.jsonl", concurrency=2,
+                on_progress=lambda p: seen.append((p.credits, p.completed, p.failed)))
+    # charged while running (48 + 72), before any result; the failed one refunded at the end
+    assert any(credits == 120 and completed == failed == 0 for credits, completed, failed
+               in seen), seen
+    assert summary.progress.credits == 48
+    assert {r["line"]: r["credits"] for r in results(tmp_path / "out.jsonl")} == {1: 48, 2: 0}
+
+
+async def test_a_resumed_batch_counts_the_jobs_an_earlier_run_submitted(tmp_path: Path) -> None:
+    jobs = load_jobs(write_jobs(tmp_path / "jobs.jsonl", 4))
+    out = tmp_path / "out.jsonl"
+    async with FakeWanServer(time_scale=0.02, pending_seconds=0.3) as server:
+        async with client_for(server) as client:
+            first = await run_batch(client, jobs, out, wait_timeout=0.01)  # all submitted
+            assert first.progress.unfinished == 4 and not first.complete
+            again = await run_batch(client, jobs, out)
+            rerun = await run_batch(client, jobs, out)
+    p = again.progress
+    assert (p.resumed, p.done_before, p.submitted, p.completed) == (4, 0, 0, 4)
+    assert p.credits == 4 * 48 and again.complete
+    assert len(server.tasks) == 4
+    q = rerun.progress
+    assert (q.done_before, q.resumed, q.completed, q.credits, q.credits_before) == (
+        4, 0, 0, 4 * 48, 4 * 48)
+
+
+async def test_a_refused_create_is_a_failed_job_and_a_line_callback_url_is_sent(
+    server: FakeWanServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "jobs.jsonl"
+    path.write_text(
+        '{"model": "foo", "input": {"prompt": "p", "duration": 2}}\n'
+        '{"model": "t2v", "input": {"prompt": "p", "duration": 2, "resolution": "720p"}, '
+        '"callback_url": "https://hooks.example.com/wan"}\n')
+    out = tmp_path / "out.jsonl"
+    async with client_for(server) as client:
+        summary = await run_batch(client, load_jobs(path), out)
+    by_line = {r["line"]: r for r in results(out)}
+    assert by_line[1]["status"] == "failed" and by_line[1]["task_id"] is None
+    assert "model_not_found" in str(by_line[1]["error"])
+    assert by_line[2]["status"] == "completed"
+    assert summary.progress.failed == 1 and summary.complete
+    bodies = [r.json for r in server.requests if r.route == "create"]
+    assert [b.get("callback_url") for b in bodies if isinstance(b, dict)
+            and b.get("model") == "wan-2.6-text-to-video"] == ["https://hooks.example.com/wan"]
+
+
+def test_read_jobs_returns_the_valid_jobs_and_each_invalid_line(tmp_path: Path) -> None:
+    path = write_jobs(tmp_path / "jobs.jsonl", 4, bad={
+        3: '{"model": "t2v", "input": {"prompt": "x", "durations": 2}}'})
+    jobs, errors = read_jobs(path)
+    assert [job.line for job in jobs] == [1, 2, 4]
+    assert len(errors) == 1 and errors[0].startswith("line 3: input['durations']")
+    assert "did you mean 'duration'?" in errors[0]
+
+
+async def test_a_journal_that_cannot_be_opened_is_a_batch_error(
+    server: FakeWanServer, tmp_path: Path
+) -> None:
+    jobs = load_jobs(write_jobs(tmp_path / "jobs.jsonl", 1))
+    async with client_for(server) as client:
+        with pytest.raises(BatchError, match="cannot open the journal"):
+            await run_batch(client, jobs, tmp_path / "out.jsonl",
+                            journal_path=tmp_path / "missing" / "j.sqlite")
+        with pytest.raises(ValueError, match="concurrency must be"):
+            await run_batch(client, jobs, tmp_path / "out.jsonl", concurrency=0)
+    assert server.stats.creates_accepted == 0

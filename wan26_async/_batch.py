@@ -42,8 +42,8 @@ from ._pool import ACCOUNT_WIDE, SubmitPool
 from ._requests import VideoRequest
 from ._wire import request_from_payload
 
-__all__ = ["BatchError", "BatchProgress", "BatchSummary", "load_jobs", "parse_shard", "run_batch",
-           "shard_jobs"]
+__all__ = ["BatchError", "BatchProgress", "BatchSummary", "Job", "load_jobs", "parse_shard",
+           "read_jobs", "run_batch", "shard_jobs"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -68,13 +68,18 @@ class BatchError(WanError):
 
 @attrs.frozen
 class Job:
+    """One line of a batch file: its number, its checked request and callback URL."""
+
     line: int
     request: VideoRequest
     fingerprint: str
+    callback_url: str | None = None
 
 
-def load_jobs(path: Path) -> list[Job]:
-    """Read and validate every line up front; raise `BatchError` listing bad lines."""
+def read_jobs(path: Path) -> tuple[list[Job], list[str]]:
+    """Read and validate every line; return the valid jobs and the invalid lines, each
+    as ``"line N: reason"``. Raises OSError (or UnicodeDecodeError) for an unreadable
+    file."""
     jobs: list[Job] = []
     errors: list[str] = []
     with path.open(encoding="utf-8") as f:
@@ -91,11 +96,20 @@ def load_jobs(path: Path) -> list[Job]:
             except ValidationError as exc:
                 errors.append(f"line {n}: {exc}")
                 continue
-            fingerprint = json.dumps(request.to_payload(), sort_keys=True)
-            jobs.append(Job(n, request, fingerprint))
+            callback_url = payload.get("callback_url")
+            body: dict[str, Any] = dict(request.to_payload())
+            if callback_url is not None:  # only then: journals of older runs still match
+                body["callback_url"] = callback_url
+            jobs.append(Job(n, request, json.dumps(body, sort_keys=True), callback_url))
+    return jobs, errors
+
+
+def load_jobs(path: Path) -> list[Job]:
+    """Read and validate every line up front; raise `BatchError` listing bad lines."""
+    jobs, errors = read_jobs(path)
     if errors:
-        raise BatchError(f"{path}: {len(errors)} invalid line(s); nothing was submitted",
-                         errors)
+        raise BatchError(f"{path}: {len(errors)} invalid line(s); nothing was submitted "
+                         "(fix them, or pass --skip-invalid to run the others)", errors)
     return jobs
 
 
@@ -121,10 +135,15 @@ class Journal:
     """The SQLite journal of a batch (WAL mode: a torn write loses nothing)."""
 
     def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute(_SCHEMA)
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise BatchError(f"cannot open the journal {path}: {exc}; check that its "
+                             "directory exists and is writable (or pass --journal PATH)"
+                             ) from None
 
     def rows(self) -> dict[int, tuple[str, str, str, str | None]]:
         cur = self.db.execute("SELECT line, fingerprint, idempotency_key, state, task_id "
@@ -145,10 +164,20 @@ class Journal:
 
 @attrs.define
 class BatchProgress:
-    """Live counts of a batch, passed to the progress callback."""
+    """Live counts of a batch, passed to the progress callback.
+
+    ``done_before`` jobs had their result from an earlier run (``failed_before`` of
+    them did not complete); ``resumed`` were submitted by an earlier run and watched to
+    their end by this one. ``credits`` is what the batch has been charged so far, by
+    this run and earlier ones: a job's price counts from its submission and is taken off
+    again when its task fails (the server refunds it). ``credits_before`` is the part
+    of it for the results of earlier runs.
+    """
 
     total: int
     done_before: int = 0
+    failed_before: int = 0
+    resumed: int = 0
     submitted: int = 0
     running: int = 0
     completed: int = 0
@@ -157,6 +186,7 @@ class BatchProgress:
     ambiguous: int = 0
     unfinished: int = 0
     credits: int = 0
+    credits_before: int = 0
     started: float = attrs.field(factory=time.monotonic)
 
     @property
@@ -187,11 +217,12 @@ class BatchSummary:
         return p.finished == p.total
 
 
-def _read_done(out: Path) -> set[int]:
-    """Line numbers already in the output; cut a torn last line left by a kill."""
+def _read_done(out: Path) -> dict[int, tuple[int, bool]]:
+    """The lines already in the output, with the credits each was charged and whether
+    it completed; cut a torn last line left by a kill."""
     if not out.exists():
-        return set()
-    done: set[int] = set()
+        return {}
+    done: dict[int, tuple[int, bool]] = {}
     data = out.read_bytes()
     keep = data.rfind(b"\n") + 1
     if keep != len(data):
@@ -203,14 +234,17 @@ def _read_done(out: Path) -> set[int]:
         except ValueError:
             continue
         if isinstance(record, dict) and isinstance(record.get("line"), int):
-            done.add(record["line"])
+            credits = record.get("credits")
+            done[record["line"]] = (credits if isinstance(credits, int) else 0,
+                                    record.get("status") == "completed")
     return done
 
 
 def _result(job: Job, task: Task | None, error: BaseException | None) -> dict[str, Any]:
     record: dict[str, Any] = {
         "line": job.line,
-        "status": task.status.value if task is not None else "error",
+        # one vocabulary: a job ends "completed" or "failed" (a refused create has no task)
+        "status": task.status.value if task is not None else "failed",
         "task_id": task.id if task is not None else None,
         "video_url": task.video_url if task is not None else None,
         "credits": job.request.estimated_credits
@@ -232,7 +266,14 @@ async def run_batch(
     wait_timeout: float | None = None,
     on_progress: Callable[[BatchProgress], None] | None = None,
 ) -> BatchSummary:
-    """Run (or resume) a batch; see the module docstring for the guarantees."""
+    """Run (or resume) a batch; see the module docstring for the guarantees.
+
+    Raises ValueError for a ``concurrency`` below 1, `BatchError` for a journal that
+    cannot be opened or belongs to a different input, OSError when the output cannot be
+    written.
+    """
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
     journal = Journal(journal_path or out.with_name(out.name + ".journal"))
     try:
         return await _run(client, jobs, out, journal, concurrency, resend_ambiguous,
@@ -257,8 +298,12 @@ async def _run(
         if row is not None and row[0] != job.fingerprint:
             raise BatchError(f"line {job.line} differs from the run this journal records; "
                              "use a new --out file for a changed input")
-    done = _read_done(out)
-    progress = BatchProgress(total=len(jobs), done_before=len(done))
+    lines = {job.line for job in jobs}
+    done = {line: seen for line, seen in _read_done(out).items() if line in lines}
+    earlier = sum(credits for credits, _ in done.values())
+    progress = BatchProgress(
+        total=len(jobs), done_before=len(done), credits=earlier, credits_before=earlier,
+        failed_before=sum(1 for _, completed in done.values() if not completed))
     sink = out.open("a", encoding="utf-8")
 
     def report() -> None:
@@ -271,11 +316,12 @@ async def _run(
         os.fsync(sink.fileno())
         journal.set(job, key, "done")
 
-    pool = SubmitPool(max(1, concurrency))
+    pool = SubmitPool(concurrency)  # raises ValueError below 1
 
     async def create(job: Job, key: str) -> Task:
         journal.set(job, key, "submitting")  # before the create: a kill now is ambiguous
-        return await client.create_task(job.request, idempotency_key=key,
+        return await client.create_task(job.request, callback_url=job.callback_url,
+                                        idempotency_key=key,
                                         resend_ambiguous=resend_ambiguous or None)
 
     async def one(job: Job) -> None:
@@ -286,6 +332,8 @@ async def _run(
         if state in ("submitting", "ambiguous") and not resend_ambiguous:
             progress.ambiguous += 1
             return
+        price = job.request.estimated_credits
+        resumed = task_id is not None  # submitted (and charged) by an earlier run
         if task_id is None:
             try:
                 task = await pool.submit(lambda: create(job, key))
@@ -307,6 +355,7 @@ async def _run(
             task_id = task.id
             journal.set(job, key, "submitted", task_id)
             progress.submitted += 1
+        progress.credits += price
         progress.running += 1
         report()
         try:
@@ -320,11 +369,13 @@ async def _run(
         finally:
             progress.running -= 1
         write(job, key, final, error)
+        if resumed:
+            progress.resumed += 1
         if error is None:
             progress.completed += 1
-            progress.credits += job.request.estimated_credits
         else:
             progress.failed += 1
+            progress.credits -= price  # refunded
         report()
 
     try:
