@@ -231,7 +231,8 @@ class CallbackReceiver:
 
     def _refuse(self, status: int, why: str) -> web.Response:
         self.rejected += 1
-        _log.warning("callback refused (%d): %s", status, why)
+        _log.warning("callback refused (%d): %s", status, why,
+                     extra={"wan_http_status": status, "wan_error": why})
         return web.json_response({"error": why}, status=status)
 
 

@@ -30,6 +30,7 @@ from ._errors import ConfigurationError, TaskFailedError, ValidationError
 from ._fanout import FanOut
 from ._lifecycle import Lifecycle
 from ._models import Credits, Task, TaskEvent, TaskStatus
+from ._observe import NO_SPAN, load_telemetry
 from ._ratelimit import InProcessRateLimiter, RateLimiter
 from ._requests import VideoRequest, url_problem
 from ._settings import CallbackSource, ClientSettings
@@ -66,6 +67,8 @@ class AsyncWanClient(ClientSettings):
     HTTP call. ``session`` lends an ``aiohttp.ClientSession`` that the client will not
     close. ``rate_limiter`` replaces the default in-process limiter (for example with
     ``wan26_async.redis.RedisRateLimiter``). ``callbacks`` takes a `CallbackReceiver`.
+    ``tracer_provider``/``meter_provider`` (OpenTelemetry's, with the ``otel`` extra)
+    replace the global providers for this client's spans and metrics.
 
     Safety switches: ``resend_ambiguous_creates=True`` lets a create whose reply was
     lost be resent with the same ``Idempotency-Key`` (safe only on a gateway that
@@ -91,6 +94,8 @@ class AsyncWanClient(ClientSettings):
         resend_ambiguous_creates: bool = False,
         allow_insecure_http: bool = False,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        tracer_provider: object | None = None,
+        meter_provider: object | None = None,
     ) -> None:
         key = check_api_key(api_key)
         url = check_base_url(base_url, allow_insecure_http)
@@ -126,6 +131,7 @@ class AsyncWanClient(ClientSettings):
             limiter=self.rate_limiter,
             session=session,
             max_response_bytes=max_response_bytes,
+            telemetry=load_telemetry(tracer_provider, meter_provider),
         )
         self._configure(config)
 
@@ -185,11 +191,14 @@ class AsyncWanClient(ClientSettings):
             _check_callback_url(callback_url, request.model)
         key = idempotency_key or new_idempotency_key()
         resend = self.resend_ambiguous_creates if resend_ambiguous is None else resend_ambiguous
-        with self._open(key):
+        tel = self._transport.telemetry
+        with self._open(key), (NO_SPAN if tel is None else
+                               tel.call("wan.create_task", request=request)) as span:
             task_id, data = await self._transport.request(
                 "POST", CREATE_PATH, parse_create_reply,
                 body=request_body(request, callback_url), idempotency_key=key, resend=resend,
             )
+            span.set_attribute("wan.task_id", task_id)
         if self.callbacks is not None:
             self.callbacks.expect(task_id)
         self._remember(task_id, request)
@@ -213,13 +222,22 @@ class AsyncWanClient(ClientSettings):
 
     async def get_task(self, task_id: str) -> Task:
         """The task as the server sees it now. Raises `TaskNotFoundError` for an unknown id."""
+        tel = self._transport.telemetry
+        if tel is None:
+            return await self._poll(task_id)
+        with tel.call("wan.get_task", task_id=task_id):
+            return await self._poll(task_id)
+
+    async def _poll(self, task_id: str) -> Task:
+        # get_task without its span: a watch's polls are children of its own span.
         path = TASK_PATH + _task_path(task_id)
         with self._open():
             return await self._transport.request("GET", path, _task_parser(task_id))
 
     async def get_credits(self) -> Credits:
         """The account's credit balance."""
-        with self._open():
+        tel = self._transport.telemetry
+        with self._open(), NO_SPAN if tel is None else tel.call("wan.get_credits"):
             return await self._transport.request("GET", CREDITS_PATH, parse_credits)
 
     async def download(
@@ -245,9 +263,11 @@ class AsyncWanClient(ClientSettings):
         Raises `ValidationError` for a URL that is not http(s), `APIError` for an error
         reply of the host, `APIConnectionError` when the retries run out.
         """
-        with self._open():
+        tel = self._transport.telemetry
+        with self._open(), NO_SPAN if tel is None else tel.call("wan.download"):
             return await download(self._transport.session(), url, dest, retry=self.retry,
-                                  timeout=self._download_timeout, progress=progress)
+                                  timeout=self._download_timeout, progress=progress,
+                                  telemetry=tel)
 
     # -- waiting ----------------------------------------------------------------------
 
@@ -266,9 +286,11 @@ class AsyncWanClient(ClientSettings):
         """
         _task_path(task_id)
         self._lifecycle.check()
-        return watch_task(task_id, self.get_task, poll=poll or self.poll, timeout=timeout,
-                          push=self.callbacks, plan=self._plan(task_id),
-                          closed=self._lifecycle)
+        events = watch_task(task_id, self._poll, poll=poll or self.poll, timeout=timeout,
+                            push=self.callbacks, plan=self._plan(task_id),
+                            closed=self._lifecycle)
+        tel = self._transport.telemetry
+        return events if tel is None or not tel.active() else tel.watch(task_id, events)
 
     async def wait(self, task_id: str, *, timeout: float | None = None,
                    poll: PollPolicy | None = None) -> Task:
@@ -278,12 +300,14 @@ class AsyncWanClient(ClientSettings):
         `WatchTimeoutError` when ``timeout`` passes first.
         """
         task: Task | None = None
-        async for event in self.watch(task_id, timeout=timeout, poll=poll):
-            task = event.task
-        assert task is not None  # a watch ends only after a terminal event
-        if task.status is TaskStatus.FAILED:
-            raise TaskFailedError(task)
-        return task
+        tel = self._transport.telemetry
+        with NO_SPAN if tel is None else tel.call("wan.wait", task_id=task_id):
+            async for event in self.watch(task_id, timeout=timeout, poll=poll):
+                task = event.task
+            assert task is not None  # a watch ends only after a terminal event
+            if task.status is TaskStatus.FAILED:
+                raise TaskFailedError(task)
+            return task
 
     async def generate(
         self,

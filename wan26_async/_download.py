@@ -17,9 +17,11 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
+from yarl import URL
 
 from ._config import RetryPolicy
 from ._errors import APIConnectionError, APIError, ValidationError, request_id_of
+from ._observe import Telemetry, redact_url
 
 __all__ = ["download"]
 
@@ -46,8 +48,10 @@ async def download(
     retry: RetryPolicy,
     timeout: aiohttp.ClientTimeout,
     progress: Progress | None = None,
+    telemetry: Telemetry | None = None,
 ) -> Path:
-    """See `AsyncWanClient.download`."""
+    """See `AsyncWanClient.download`. With ``telemetry``, each attempt is a CLIENT span
+    (no trace context is sent: the video host is not the API)."""
     if not isinstance(url, str) or urlsplit(url).scheme.lower() not in ("http", "https"):
         raise ValidationError("url", "must be the http(s) video URL of a completed task",
                               value=url)
@@ -56,13 +60,18 @@ async def download(
     done = 0
     total: int | None = None
     attempt = 0
+    tel = telemetry if telemetry is not None and telemetry.active() else None
     try:
         with part.open("wb") as out:
             while True:
                 headers = {"Range": f"bytes={done}-"} if done else {}
+                span = None if tel is None else tel.attempt(
+                    "GET", URL(url), headers, attempt, propagate_context=False)[0]
+                status = 0
                 try:
                     async with session.get(url, headers=headers, timeout=timeout,
                                            allow_redirects=True) as resp:
+                        status = resp.status
                         if resp.status == 200 and done:
                             out.seek(0)  # the server ignored the range: start over
                             out.truncate()
@@ -82,17 +91,24 @@ async def download(
                                 progress(done, total)
                     if total is not None and done < total:
                         raise aiohttp.ClientPayloadError(f"got {done} of {total} bytes")
+                    if span is not None:
+                        span.end(status, None)
                     break
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                    if isinstance(exc, OSError) and not isinstance(exc, aiohttp.ClientError):
-                        raise  # a local disk error: retrying will not help
+                except BaseException as exc:
+                    if span is not None:
+                        span.end(status, exc)
+                    if not isinstance(exc, aiohttp.ClientError) and (
+                            isinstance(exc, OSError) or not isinstance(exc, asyncio.TimeoutError)):
+                        raise  # a local disk error (retrying will not help), an HTTP error
                     if attempt >= retry.max_retries:
                         raise APIConnectionError(
                             f"download of {url} failed after {attempt + 1} attempts at "
                             f"{done} bytes: {exc or type(exc).__name__}") from exc
                     attempt += 1
-                    _log.debug("download %s: resuming at %d bytes after %s", url, done,
-                               type(exc).__name__)
+                    _log.debug("download %s: resuming at %d bytes after %s", redact_url(url),
+                               done, type(exc).__name__, extra={
+                                   "wan_attempt": attempt, "wan_bytes": done,
+                                   "wan_error": type(exc).__name__})
                     await asyncio.sleep(retry.backoff(attempt - 1))
         os.replace(part, path)
     except BaseException:

@@ -77,6 +77,8 @@ class WanClient:
         resend_ambiguous_creates: bool = False,
         allow_insecure_http: bool = False,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        tracer_provider: object | None = None,
+        meter_provider: object | None = None,
     ) -> None:
         self._loop = loop = LoopThread("WanClient")
         self._started: CallbackReceiver | None = None  # a receiver this client started
@@ -88,6 +90,7 @@ class WanClient:
                 timeout=timeout, rate_limiter=rate_limiter, callbacks=callbacks, retry=retry,
                 poll=poll, resend_ambiguous_creates=resend_ambiguous_creates,
                 allow_insecure_http=allow_insecure_http, max_response_bytes=max_response_bytes,
+                tracer_provider=tracer_provider, meter_provider=meter_provider,
             )
 
         try:

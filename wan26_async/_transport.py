@@ -42,6 +42,7 @@ from ._errors import (
     error_from_reply,
     request_id_of,
 )
+from ._observe import Telemetry
 from ._ratelimit import RateLimiter
 from ._version import __version__
 from ._wire import decode_json, unwrap_envelope
@@ -128,8 +129,10 @@ class Transport:
         limiter: RateLimiter,
         session: aiohttp.ClientSession | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.base_url = base_url
+        self.telemetry = telemetry  # None: nothing records, the hot path skips it all
         self._headers = {
             "Authorization": f"Bearer {api_key}",
             "Accept": "application/json",
@@ -222,6 +225,9 @@ class Transport:
         loop = asyncio.get_running_loop()
         slots = self._slots
         limiter = self.limiter
+        tel = self.telemetry
+        if tel is not None and not tel.active():
+            tel = None
         attempt = 0
         while True:
             # The hot path: no coroutine is made for a free slot or an open limiter.
@@ -230,13 +236,19 @@ class Transport:
             else:
                 await slots.wait()
             try:
+                waited = 0.0
                 if not limiter.try_acquire():
+                    waited = loop.time()
                     await limiter.acquire()
+                    waited = loop.time() - waited
                 sent_at = loop.time()
                 started = time.monotonic() if _log.isEnabledFor(logging.DEBUG) else 0.0
+                span, send_headers = (None, headers) if tel is None else tel.attempt(
+                    method, url, headers, attempt, waited=waited)
+                status, failure = 0, None  # type: tuple[int, BaseException | None]
                 try:
                     async with session.request(
-                        method, url, data=body, headers=headers, allow_redirects=False,
+                        method, url, data=body, headers=send_headers, allow_redirects=False,
                         timeout=self._timeout,
                     ) as resp:
                         status = resp.status
@@ -244,13 +256,21 @@ class Transport:
                         raw, cut = await self._read(resp)
                     if started:
                         _log.debug("%s %s -> %d in %.3f s", method, path, status,
-                                    time.monotonic() - started)
+                                   time.monotonic() - started, extra={
+                                       "wan_method": method, "wan_path": path,
+                                       "wan_http_status": status, "wan_attempt": attempt})
                     return self._handle(status, reply_headers, raw, cut, parse,
                                         idempotency_key, resend, sent_at)
                 except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+                    failure = exc
                     self._failed(exc, idempotency_key, resend)
+                except BaseException as exc:  # for the span: what ended the attempt
+                    failure = exc.error if isinstance(exc, _Retry) else exc
+                    raise
                 finally:
                     limiter.release()
+                    if span is not None:
+                        span.end(status, failure)
             except _Retry as retry:
                 err = retry.error
                 if retry.rate_limited:
@@ -265,7 +285,10 @@ class Transport:
                 attempt += 1
                 if _log.isEnabledFor(logging.DEBUG):
                     _log.debug("%s %s: retry %d in %.2f s after %s", method, path, attempt,
-                               delay, type(err).__name__)
+                               delay, type(err).__name__, extra={
+                                   "wan_method": method, "wan_path": path,
+                                   "wan_attempt": attempt, "wan_delay": delay,
+                                   "wan_error": type(err).__name__})
             finally:
                 slots.give()
             if delay > 0:

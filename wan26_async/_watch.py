@@ -210,7 +210,9 @@ async def watch_task(
             if deadline is not None and loop.time() >= deadline:
                 raise WatchTimeoutError(task_id, timeout or 0.0, last) from None
         except TRANSIENT as exc:
-            _log.debug("watch %s: poll failed (%s), will poll again", task_id, exc)
+            _log.debug("watch %s: poll failed (%s), will poll again", task_id, exc,
+                       extra={"wan_task_id": task_id, "wan_error": type(exc).__name__,
+                              "wan_status": None if last is None else last.status_text})
         finally:
             last_poll = loop.time()
         return None
@@ -253,10 +255,14 @@ async def watch_task(
                 status = task.status
                 if status is TaskStatus.UNKNOWN:
                     _log.warning("watch %s: unknown status %r, still polling", task_id,
-                                 task.status_text)
+                                 task.status_text,
+                                 extra={"wan_task_id": task_id, "wan_status": task.status_text})
                 elif previous is None or status.rank > previous.rank:
                     if previous is not None:
                         learn(status, polled_before)
+                    _log.debug("watch %s: %s", task_id, status.value, extra={
+                        "wan_task_id": task_id, "wan_status": status.value,
+                        "wan_previous": None if previous is None else previous.value})
                     yield TaskEvent(task_id=task_id, status=status, previous=previous,
                                     task=task, elapsed=loop.time() - started)
                     previous = status
