@@ -135,7 +135,8 @@ def test_a_batch_killed_with_sigkill_and_resumed_completes_every_job_exactly_onc
         lines = sorted(r["line"] for r in results(out))
         assert lines == list(range(1, n + 1))  # each job exactly once in the output
         assert len(server.tasks) == n  # and exactly once on the server
-        assert "30/30 jobs done" in done.stderr
+        assert "30/30 jobs done (" in done.stderr and "from an earlier run" in done.stderr
+        assert f"credits {48 * n} (" in done.stderr  # charged by both runs, nothing twice
 
 
 async def test_a_cancelled_batch_sends_no_create_afterwards_and_a_rerun_finishes(

@@ -141,9 +141,9 @@ class Journal:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute(_SCHEMA)
         except sqlite3.Error as exc:
-            raise BatchError(f"cannot open the journal {path}: {exc}; check that its "
-                             "directory exists and is writable (or pass --journal PATH)"
-                             ) from None
+            raise BatchError(f"cannot open the journal {path}: {exc} (is the disk full, "
+                             "or its directory missing or not writable? --journal PATH "
+                             "puts it elsewhere)") from None
 
     def rows(self) -> dict[int, tuple[str, str, str, str | None]]:
         cur = self.db.execute("SELECT line, fingerprint, idempotency_key, state, task_id "
@@ -378,14 +378,20 @@ async def _run(
             progress.credits -= price  # refunded
         report()
 
+    failure: list[Exception] = []  # raised as it is, not in an exception group
     try:
         async with anyio.create_task_group() as group:
             if on_progress is not None:
                 group.start_soon(_tick, report)
-            await pool.run((j for j in jobs if j.line not in done), one)
+            try:
+                await pool.run((j for j in jobs if j.line not in done), one)
+            except Exception as exc:  # a write failed (disk full, ...): a cancel is not
+                failure.append(exc)
             group.cancel_scope.cancel()  # the ticker
     finally:
         sink.close()
+    if failure:
+        raise failure[0]
     report()
     stopped = pool.stopped_by
     return BatchSummary(progress, None if stopped is None else str(stopped))

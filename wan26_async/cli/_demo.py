@@ -85,11 +85,13 @@ async def run_demo(*, json_output: bool = False, time_scale: float = 0.1) -> int
             first = next((task for task, _ in finals
                           if task is not None and task.video_url), None)
             if first is not None and first.video_url:
-                folder = tempfile.mkdtemp(prefix="wan26-demo-")
-                path = await client.download(first.video_url, folder)
-                say(f"downloaded {first.id[:8]} to {path} ({path.stat().st_size} bytes, "
-                    "a real MP4)", event="download", path=str(path),
-                    bytes=path.stat().st_size)
+                # the folder goes with the demo: nothing is left in the temporary directory
+                with tempfile.TemporaryDirectory(prefix="wan26-demo-") as folder:
+                    path = await client.download(first.video_url, folder)
+                    size = path.stat().st_size
+                say(f"downloaded {first.id[:8]} ({size} bytes, a real MP4; removed again: "
+                    "wan26 generate ... --download PATH keeps one)", event="download",
+                    bytes=size)
     results = [task.status if task is not None else None for task, _ in finals]
     completed = sum(1 for status in results if status is TaskStatus.COMPLETED)
     failed = len(results) - completed

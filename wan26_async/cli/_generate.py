@@ -29,16 +29,22 @@ def add_generate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                        "Shows the price first, and asks before spending more than "
                        "--confirm-above credits unless --yes.")
     p.add_argument("kind", choices=sorted(_CLASSES), help="t2v, i2v or r2v")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--negative-prompt")
-    p.add_argument("--resolution", choices=["720p", "1080p"])
+    p.add_argument("--prompt", required=True,
+                   help="what the video shows (r2v: character1, character2, ... name the "
+                        "references)")
+    p.add_argument("--negative-prompt", metavar="TEXT", help="what the video must not show")
+    p.add_argument("--resolution", choices=["720p", "1080p"],
+                   help="default 1080p (720p costs less)")
     p.add_argument("--aspect-ratio", choices=["16:9", "9:16", "1:1", "4:3", "3:4"],
                    help="t2v and r2v")
     p.add_argument("--duration", type=int, help="seconds: 2-15 (r2v: 2-10)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--shot-type", choices=["single", "multi"])
-    p.add_argument("--prompt-extend", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--watermark", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--seed", type=int, help="a fixed seed, for a repeatable result")
+    p.add_argument("--shot-type", choices=["single", "multi"],
+                   help="one continuous shot or several")
+    p.add_argument("--prompt-extend", action=argparse.BooleanOptionalAction, default=None,
+                   help="let the server rewrite the prompt in more detail")
+    p.add_argument("--watermark", action=argparse.BooleanOptionalAction, default=None,
+                   help="add the provider's watermark")
     p.add_argument("--audio", action=argparse.BooleanOptionalAction, default=None,
                    help="i2v and r2v: generate audio")
     p.add_argument("--image-url", action="append", dest="image_urls", metavar="URL",
@@ -47,7 +53,7 @@ def add_generate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="r2v: a reference video (repeatable)")
     p.add_argument("--audio-url", action="append", dest="audio_urls", metavar="URL",
                    help="t2v and i2v: reference/driving audio (repeatable)")
-    p.add_argument("--model", help="override the model name")
+    p.add_argument("--model", help="override the model name (a gateway's newer model)")
     p.add_argument("--callback-url", help="where the gateway POSTs the result")
     p.add_argument("--wait", action="store_true", help="follow the task until it ends")
     p.add_argument("--download", metavar="PATH", help="save the video (implies --wait)")

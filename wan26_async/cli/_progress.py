@@ -52,12 +52,24 @@ class BatchReporter:
                 self.stream.write(text + "\n")
             self.stream.flush()
 
-    def finish(self, summary: BatchSummary) -> None:
+    def finish(self, summary: BatchSummary, *, skipped: int = 0, exit_code: int = 0) -> None:
+        """The summary line (one JSON object with ``--json``), after the progress."""
         p = summary.progress
         if self.tty:
             self.stream.write("\r\x1b[2K")
-        parts = [f"{p.finished}/{p.total} jobs done ({p.done_before} from an earlier run)",
-                 f"completed {p.completed}", f"failed {p.failed}", f"credits {p.credits}"]
+        earlier = p.done_before + p.resumed
+        done = f"{p.finished}/{p.total} jobs done"
+        if earlier:
+            how = [f"{p.done_before} finished then"] if p.done_before else []
+            how += [f"{p.resumed} submitted then, finished now"] if p.resumed else []
+            done += f" ({earlier} from an earlier run: {', '.join(how)})"
+        credits = f"credits {p.credits}"
+        if p.credits_before:
+            credits += f" ({p.credits - p.credits_before} in this run)"
+        parts = [done, f"completed {p.completed + p.done_before - p.failed_before}",
+                 f"failed {p.failed + p.failed_before}", credits]
+        if skipped:
+            parts.append(f"skipped {skipped} invalid line(s)")
         if p.not_submitted:
             parts.append(f"not submitted {p.not_submitted} ({summary.stopped_by}); "
                          "fix that and run the same command again")
@@ -69,9 +81,12 @@ class BatchReporter:
             parts.append(f"unfinished {p.unfinished} (run the same command again)")
         text = "; ".join(parts)
         if self.json:
-            text = json.dumps({"event": "summary", "total": p.total, "done": p.finished,
-                               "completed": p.completed, "failed": p.failed,
-                               "not_submitted": p.not_submitted, "ambiguous": p.ambiguous,
-                               "credits": p.credits})
+            text = json.dumps({
+                "event": "summary", "total": p.total, "done": p.finished,
+                "completed": p.completed + p.done_before - p.failed_before,
+                "failed": p.failed + p.failed_before, "done_before": p.done_before,
+                "resumed": p.resumed, "skipped": skipped, "not_submitted": p.not_submitted,
+                "ambiguous": p.ambiguous, "unfinished": p.unfinished, "credits": p.credits,
+                "stopped_by": summary.stopped_by, "exit_code": exit_code})
         self.stream.write(text + "\n")
         self.stream.flush()

@@ -37,18 +37,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--time-scale", type=float, default=1.0, help="multiplies every task duration"
     )
-    parser.add_argument("--pending-seconds", type=float, default=1.0)
+    parser.add_argument("--pending-seconds", type=float, default=1.0,
+                        help="seconds a task stays pending (default %(default)s)")
     parser.add_argument(
         "--processing-seconds", type=float, default=None,
         help="fixed processing time (default: duration x 4 at 1080p, x 2.5 at 720p)",
     )  # fmt: skip
-    parser.add_argument("--failure-rate", type=float, default=0.0)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--spend-limit", type=float, default=None)
+    parser.add_argument("--failure-rate", type=float, default=0.0, metavar="P",
+                        help="fraction of tasks that fail at random, 0-1 (default 0)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the random choices, for a repeatable run")
+    parser.add_argument("--spend-limit", type=float, default=None, metavar="CREDITS",
+                        help="credits the key may spend, net of refunds (429 past it)")
     bucket = parser.add_argument_group("token bucket rate limit")
     bucket.add_argument("--rate-limit", type=float, metavar="RATE", help="requests per second")
     bucket.add_argument("--burst", type=int, metavar="N", help="bucket size (default: RATE)")
-    bucket.add_argument("--retry-after", type=float, default=1.0, metavar="S")
+    bucket.add_argument("--retry-after", type=float, default=1.0, metavar="S",
+                        help="Retry-After of a refused request (default %(default)s)")
     window = parser.add_argument_group("fixed window rate limit")
     window.add_argument("--window-limit", type=int, metavar="N", help="requests per window")
     window.add_argument("--window", type=float, default=60.0, metavar="S", help="window length")
