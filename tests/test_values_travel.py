@@ -86,6 +86,7 @@ SAMPLES: dict[str, Callable[[], BaseException]] = {
         "task-1", 2.5, _task(wan.TaskStatus.PROCESSING)),
     "BatchError": lambda: _batch_error(),
     "ClientClosedError": lambda: _closed_error(),
+    "CliError": lambda: _cli_error(),
 }
 
 
@@ -93,6 +94,13 @@ def _batch_error() -> BaseException:
     from wan26_async._batch import BatchError
 
     return BatchError("jobs.jsonl: 2 invalid line(s)", ["line 1: not JSON", "line 3: bad"])
+
+
+def _cli_error() -> BaseException:
+    from wan26_async.cli._errors import CliError
+
+    return CliError("--concurrency must be >= 1", code="invalid_input", exit_code=2,
+                    details=["got 0"])
 
 
 def _closed_error() -> BaseException:

@@ -36,8 +36,8 @@ from ._errors import (
     WatchTimeoutError,
 )
 from ._from_dict import request_from_dict
-from ._ratelimit import InProcessRateLimiter, RateLimiter
 from ._models import Credits, Outcome, Task, TaskEvent, TaskStatus
+from ._ratelimit import InProcessRateLimiter, RateLimiter
 from ._requests import (
     AspectRatio,
     ImageToVideo,
