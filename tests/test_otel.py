@@ -297,6 +297,21 @@ async def test_no_key_token_or_query_string_in_any_span_metric_or_log(
         assert secret not in logs, secret
 
 
+# -- structured logs ---------------------------------------------------------------------------
+
+
+async def test_log_records_carry_the_task_attempt_and_status_as_fields(
+    client: wan.AsyncWanClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="wan26_async")
+    task = await client.generate(request())
+    changes = [r for r in caplog.records if getattr(r, "wan_task_id", None) == task.id]
+    assert [r.__dict__["wan_status"] for r in changes][-1] == "completed"
+    replies = [r.__dict__ for r in caplog.records if hasattr(r, "wan_http_status")]
+    assert {(r["wan_method"], r["wan_http_status"], r["wan_attempt"]) for r in replies} >= {
+        ("POST", 200, 0), ("GET", 200, 0)}
+
+
 # -- cost when off -------------------------------------------------------------------------------
 
 
