@@ -245,7 +245,8 @@ class Transport:
                 started = time.monotonic() if _log.isEnabledFor(logging.DEBUG) else 0.0
                 span, send_headers = (None, headers) if tel is None else tel.attempt(
                     method, url, headers, attempt, waited=waited)
-                status, failure = 0, None  # type: tuple[int, BaseException | None]
+                status = 0  # no reply yet
+                failure: BaseException | None = None  # what ended the attempt
                 try:
                     async with session.request(
                         method, url, data=body, headers=send_headers, allow_redirects=False,
@@ -264,7 +265,7 @@ class Transport:
                 except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
                     failure = exc
                     self._failed(exc, idempotency_key, resend)
-                except BaseException as exc:  # for the span: what ended the attempt
+                except BaseException as exc:  # for the span
                     failure = exc.error if isinstance(exc, _Retry) else exc
                     raise
                 finally:
