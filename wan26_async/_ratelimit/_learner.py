@@ -72,6 +72,17 @@ class LimitState:
     told: bool = False
 
 
+def peak_rate(events: Events, count: int) -> float:
+    """The most requests/s admitted over any ``count`` admissions in a row of
+    ``events`` (sorted); inf when there are fewer."""
+    times = [t for t, ok in events if ok]
+    if len(times) < count:
+        return math.inf
+    gaps = (times[i + count - 1] - times[i] for i in range(len(times) - count + 1))
+    least = min(gaps)
+    return (count - 1) / least if least > 0 else math.inf
+
+
 def ramp(state: LimitState) -> None:
     """One request let go at the pace of ``state``: step the pace (in place).
 
@@ -88,13 +99,17 @@ class Learner:
 
     ``initial_window``: requests in flight at first; ``margin``: the pace as a share of
     a fitted rate; ``default_retry_after``: the pause after a 429 without Retry-After.
-    The rest is tuning: the probe starts at ``probe_start`` bursts per default pause,
-    grows by ``probe_step`` per request up to ``probe_reach`` times its start; a climb
-    grows the pace by ``climb`` of itself per second (``climb`` per request, at the pace)
-    after a hold of ``hold`` seconds (doubling after a failed climb, at most
-    ``max_hold``); a fit near the ceiling lowers it by ``trim`` at most; a fit may exceed the rate the replies showed by ``slack``; the long-run
-    admitted rate floors the pace after ``floor_after`` seconds of pauses (limits that are
-    not a bucket); the slow start stops counting at ``max_window`` in flight.
+
+    The rest is tuning. The probe starts at ``probe_start`` bursts per default pause and
+    grows by ``probe_growth`` per burst's worth of requests (a long probe tells the rate
+    from the burst), by ``probe_step`` per request at most, up to ``probe_reach`` times
+    its start. A climb grows the pace by ``climb`` of itself per second (``climb`` per
+    request, at the pace) after a hold of ``hold`` seconds (doubling after a failed
+    climb, at most ``max_hold``). A fit near the ceiling lowers it by ``trim`` at most;
+    a fit may exceed the fastest admitted rate by ``slack``; the long-run admitted rate
+    floors the pace after ``floor_after`` seconds of pauses (limits that are not a
+    bucket); no pace is below ``least_rate``; the slow start stops counting at
+    ``max_window`` in flight.
     """
 
     initial_window: float = 4.0
@@ -102,13 +117,15 @@ class Learner:
     default_retry_after: float = 1.0
     probe_start: float = 4.0
     probe_step: float = 1.08
-    probe_reach: float = 64.0
+    probe_growth: float = 2.0
+    probe_reach: float = 1024.0
     climb: float = 0.4
     hold: float = 0.5
     max_hold: float = 60.0
-    slack: float = 0.15
+    slack: float = 0.5
     trim: float = 0.97
     floor_after: float = 5.0
+    least_rate: float = 1.0 / 60.0
     max_window: float = 4096.0
 
     def initial(self, rate: float | None = None, burst: float | None = None) -> LimitState:
@@ -154,16 +171,19 @@ class Learner:
         # what was decided up to the refusal (a store may report a little more)
         events = [e for e in sorted(replies) if e[0] <= refused + JITTER]
         admitted = sum(1 for _, ok in events if ok)
-        if state.phase == "start":
-            return self._probe(state, float(max(1, admitted)), refused)
         span = refused - anchor
-        # A bucket that was full at the anchor and refuses at `refused` refilled less
-        # than what it admitted meanwhile: no fit may believe a faster rate than that.
-        shown = admitted / span if span > 0 and admitted >= 2 else math.inf
+        # The fastest the server was seen to admit (over enough requests that a burst is
+        # at most half of them): no fit may believe much more than that.
+        shown = peak_rate(events, max(4, 2 * math.ceil(state.server_burst)))
+        if state.phase == "start":
+            # the first wave was refused at about the rate it was sent: the probe may
+            # need to go that fast
+            return self._probe(state, float(max(1, admitted)), refused,
+                               reach=4 * shown if math.isfinite(shown) else 0.0)
         if state.phase == "probe" and state.wave and wave:
-            burst, rate, lowest, _ = fit_bucket(wave, events, start=anchor)
+            burst, rate, lowest, highest = fit_bucket(wave, events, start=anchor)
             if admitted > burst and lowest > 0.0 and self._believable(rate, shown):
-                return self._settle(state, rate, burst, refused, since_first)
+                return self._settle(state, rate, burst, refused, since_first, highest)
         if state.phase == "steady" and state.rate > 0:
             shown_burst = burst_shown(admitted, span, state.rate, state.server_burst)
             if shown_burst is not None:  # refused while the burst after a pause was spent
@@ -172,39 +192,44 @@ class Learner:
         lowest, highest = fit_rate(events, burst=state.server_burst, start=anchor)
         rate = rate_in(lowest, highest)
         if admitted <= state.server_burst or lowest <= 0.0 or not self._believable(rate, shown):
-            return self._unexplained(state, shown if admitted > state.server_burst else math.inf)
-        return self._settle(state, rate, state.server_burst, refused, since_first)
+            return self._unexplained(state, shown)
+        return self._settle(state, rate, state.server_burst, refused, since_first, highest)
 
     def _believable(self, rate: float, shown: float) -> bool:
         return rate <= shown * (1.0 + self.slack)
 
     def _probe(self, state: LimitState, server_burst: float, refused: float,
-               rate: float | None = None) -> LimitState:
-        """Probe from ``rate`` (default: from the burst): paced, growing per request."""
+               rate: float | None = None, reach: float = 0.0) -> LimitState:
+        """Probe from ``rate`` (default: from the burst), paced and growing per request,
+        up to ``probe_reach`` times the start or ``reach``, whichever is more."""
         if rate is None:
             rate = max(1.0, server_burst / self.default_retry_after) * self.probe_start
         first = state.first if state.first >= 0 else refused
         return attrs.evolve(
-            state, phase="probe", rate=rate, server_burst=server_burst,
-            burst=paced_burst(server_burst), step=self.probe_step, add=0.0,
-            cap=rate * self.probe_reach, hold=0.0, first=first,
+            state, phase="probe", rate=rate, base=rate, server_burst=server_burst,
+            burst=paced_burst(server_burst),
+            step=min(self.probe_step, self.probe_growth ** (1.0 / max(1.0, server_burst))),
+            add=0.0,
+            cap=min(NO_CAP, max(rate * self.probe_reach, reach)), hold=0.0, first=first,
             wave=state.phase == "start", hold_span=state.hold_span or self.hold)
 
     def _unexplained(self, state: LimitState, shown: float) -> LimitState:
         """A pause the replies do not fit (refused within the burst, a hiccup, a limit of
         another shape): never faster than the replies showed. A probe starts over from
-        half that; a steady pace slows a little and climbs back toward the ceiling."""
-        pace = min(state.rate, shown)
+        half its start (or of what was shown), a steady pace slows a little and climbs
+        back toward the ceiling."""
         if state.phase == "probe":
-            return self._probe(state, state.server_burst, state.first,
-                               rate=max(1.0 / 60.0, pace / 2))
-        rate = max(1.0 / 60.0, min(state.rate * 0.97, pace))
+            start = max(self.least_rate, min(state.base, shown) / 2)
+            return self._probe(state, state.server_burst, state.first, rate=start,
+                               reach=state.cap)
+        rate = max(self.least_rate, min(state.rate * 0.97, shown))
         return attrs.evolve(state, rate=rate, base=rate, step=1.0, add=self.climb,
                             cap=max(rate, state.ceiling), hold=0.0, wave=False)
 
     def _settle(self, state: LimitState, rate: float, server_burst: float, refused: float,
-                since_first: int) -> LimitState:
-        """Pace at a believed fit of ``rate`` from now on."""
+                since_first: int, highest: float) -> LimitState:
+        """Pace at a believed fit of ``rate`` from now on; ``highest`` is the most the
+        replies allow (a bracket wider than a fifth: climb toward it)."""
         if state.first >= 0 and refused - state.first >= self.floor_after:
             # for limits that are not a bucket: never slower than what was admitted
             rate = max(rate, since_first / (refused - state.first))
@@ -212,6 +237,14 @@ class Learner:
         probing = state.phase == "probe"
         state = attrs.evolve(state, phase="steady", server_burst=server_burst,
                              burst=paced_burst(server_burst), step=1.0, wave=False)
+        if highest > rate * 1.2:
+            # The replies bound the rate loosely (a burst large beside the rate, or
+            # timing noise): pace at the low end and climb toward the high one; the next
+            # refusal comes after a long span, which bounds it tightly.
+            top = max(found, min(NO_CAP, highest) * self.margin)
+            if probing or state.ceiling <= 0 or top > state.ceiling:
+                return attrs.evolve(state, rate=found, base=found, ceiling=top, cap=top,
+                                    add=self.climb, hold=0.0, hold_span=self.hold)
         if probing or state.ceiling <= 0:  # first learned
             return attrs.evolve(state, rate=found, base=found, ceiling=found, cap=found,
                                 add=0.0, hold=0.0, hold_span=self.hold)

@@ -62,6 +62,7 @@ class InProcessRateLimiter(RateLimiter):
         self._wave: list[tuple[float, bool]] | None = None  # the first wave, for the probe
         self._wave_open = False  # the first wave still takes replies (until its pause ends)
         self._anchor = 0.0  # when the last pause ended (bucket assumed full)
+        self._paused_at = 0.0  # when the last pause began
         self._since_first = 0  # admissions since the first 429
         self.pauses = 0  #: how many times a 429 closed the gate
         self.rate_limited = 0  #: 429 replies seen
@@ -198,6 +199,7 @@ class InProcessRateLimiter(RateLimiter):
             return
         if now >= self._gate_until:
             self.pauses += 1
+            self._paused_at = now
             _log.info("rate limited (429): pausing every request for %.2f s", wait)
         self._gate_until = until
         if self._timer is not None:
@@ -237,7 +239,9 @@ class InProcessRateLimiter(RateLimiter):
         if rate and at >= self._gate_until and self._stamp is not None:
             self._refill(now)
             if self._tokens < 1.0:
-                at = max(at, now + (1.0 - self._tokens) / rate)
+                # at least a microsecond: a deficit of rounding size would fire at once
+                # and find the token still short, again and again
+                at = max(at, now + max(1e-6, (1.0 - self._tokens) / rate))
         if self._in_flight >= self._window and at <= now:
             return  # a release() will call us again
         self._timer = loop.call_at(at, self._release)
@@ -261,13 +265,16 @@ class InProcessRateLimiter(RateLimiter):
         self._schedule()
 
     def _reopen(self, now: float) -> None:
-        """The pause is over: the server's bucket has refilled meanwhile."""
+        """The pause is over: the server's bucket has refilled meanwhile (as much as the
+        pause was long: a short Retry-After is no full burst)."""
         self._anchor = now
         self._wave_open = False
         self._events = []
-        if self.state.rate:
+        state = self.state
+        if state.rate:
             self._stamp = now
-            self._tokens = 1.0 if self.state.phase == "probe" else self.state.burst
+            refilled = 1.0 + (self._gate_until - self._paused_at) * state.rate
+            self._tokens = 1.0 if state.phase == "probe" else min(state.burst, refilled)
 
     async def aclose(self) -> None:
         if self._timer is not None:
