@@ -360,3 +360,19 @@ def test_the_demo_leaves_no_temporary_folder(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "a real MP4" in done.stdout and "removed again" in done.stdout
     assert list(tmp_path.glob("wan26-demo-*")) == []
+
+
+# -- 9: the CLI page lists every command and every exit status -------------------------
+
+def test_the_cli_page_lists_every_command_and_exit_status() -> None:
+    from wan26_async.cli import _errors
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    listing = page.split("```text", 1)[1].split("```", 1)[0]
+    commands = next(a for a in _parser()._actions
+                    if isinstance(a, argparse._SubParsersAction)).choices
+    assert sorted(commands) == sorted(text.split()[1] for text in listing.strip().splitlines())
+    table = page.split("## Errors and exit status", 1)[1]
+    for name in _errors.__all__:
+        if name.startswith("EXIT_"):
+            assert f"\n| {getattr(_errors, name)} |" in table, name

@@ -193,8 +193,9 @@ class RetryNotes(logging.Handler):
     """Shows ``retrying (2/5) ...`` on a terminal while a call retries.
 
     The transport logs each retry at DEBUG on the ``wan26_async`` logger as
-    ``METHOD PATH: retry N in S s after ERROR``; this handler turns those records into
-    one note line each and ignores every other record.
+    ``METHOD PATH: retry N in S s after ERROR`` (with ``wan_attempt``, ``wan_delay`` and
+    ``wan_error`` fields); this handler turns those records into one note line each and
+    ignores every other record.
     """
 
     def __init__(self, max_retries: int, base_url: str | None,
@@ -208,7 +209,10 @@ class RetryNotes(logging.Handler):
         args = record.args
         if ": retry " not in str(record.msg) or not isinstance(args, tuple) or len(args) != 5:
             return
-        _, _, attempt, delay, error = args
+        # the record's extra= fields when it has them, else its arguments
+        attempt = getattr(record, "wan_attempt", args[2])
+        delay = getattr(record, "wan_delay", args[3])
+        error = getattr(record, "wan_error", args[4])
         wait = f" in {delay:.1f} s" if isinstance(delay, int | float) and delay >= 0.05 else ""
         why = {"APIConnectionError": "nothing answered", "APITimeoutError": "no reply in time",
                "RateLimitError": "rate limited"}.get(str(error), str(error))
