@@ -96,6 +96,9 @@ class Counting(wan.RateLimiter):
     def try_acquire(self) -> bool:
         return self.inner.try_acquire()
 
+    def bind(self, base_url: str, api_key: str) -> None:
+        self.inner.bind(base_url, api_key)
+
     async def acquire(self) -> None:
         await self.inner.acquire()
 

@@ -105,7 +105,9 @@ class Learner:
     from the burst), by ``probe_step`` per request at most, up to ``probe_reach`` times
     its start. A climb grows the pace by ``climb`` of itself per second (``climb`` per
     request, at the pace) after a hold of ``hold`` seconds (doubling after a failed
-    climb, at most ``max_hold``). A fit near the ceiling lowers it by ``trim`` at most;
+    climb, at most ``max_hold``). A burst found too big lets the pace climb to
+    ``regain`` times itself. A fit near the ceiling over less than ``long_span`` s
+    lowers it by ``trim`` at most;
     a fit may exceed the fastest admitted rate by ``slack``; the long-run admitted rate
     floors the pace after ``floor_after`` seconds of pauses (limits that are not a
     bucket); no pace is below ``least_rate``; the slow start stops counting at
@@ -121,9 +123,11 @@ class Learner:
     probe_reach: float = 1024.0
     climb: float = 0.4
     hold: float = 0.5
-    max_hold: float = 60.0
+    max_hold: float = 6.0
     slack: float = 0.5
     trim: float = 0.97
+    long_span: float = 1.0
+    regain: float = 1.5
     floor_after: float = 5.0
     least_rate: float = 1.0 / 60.0
     max_window: float = 4096.0
@@ -183,17 +187,23 @@ class Learner:
         if state.phase == "probe" and state.wave and wave:
             burst, rate, lowest, highest = fit_bucket(wave, events, start=anchor)
             if admitted > burst and lowest > 0.0 and self._believable(rate, shown):
-                return self._settle(state, rate, burst, refused, since_first, highest)
+                return self._settle(state, rate, burst, refused, since_first, highest, span)
         if state.phase == "steady" and state.rate > 0:
             shown_burst = burst_shown(admitted, span, state.rate, state.server_burst)
-            if shown_burst is not None:  # refused while the burst after a pause was spent
+            if shown_burst is not None:
+                # Refused while the burst after a pause was spent: the burst learned was
+                # too big, and a rate fitted with it may be too small: climb a little
+                # above it (a refusal there refits with the right burst).
                 return attrs.evolve(state, server_burst=shown_burst,
-                                    burst=paced_burst(shown_burst), wave=False)
+                                    burst=paced_burst(shown_burst),
+                                    cap=max(state.cap, state.rate * self.regain),
+                                    add=self.climb, hold=0.0, wave=False)
         lowest, highest = fit_rate(events, burst=state.server_burst, start=anchor)
         rate = rate_in(lowest, highest)
         if admitted <= state.server_burst or lowest <= 0.0 or not self._believable(rate, shown):
             return self._unexplained(state, shown)
-        return self._settle(state, rate, state.server_burst, refused, since_first, highest)
+        return self._settle(state, rate, state.server_burst, refused, since_first, highest,
+                            span)
 
     def _believable(self, rate: float, shown: float) -> bool:
         return rate <= shown * (1.0 + self.slack)
@@ -227,14 +237,15 @@ class Learner:
                             cap=max(rate, state.ceiling), hold=0.0, wave=False)
 
     def _settle(self, state: LimitState, rate: float, server_burst: float, refused: float,
-                since_first: int, highest: float) -> LimitState:
+                since_first: int, highest: float, span: float) -> LimitState:
         """Pace at a believed fit of ``rate`` from now on; ``highest`` is the most the
         replies allow (a bracket wider than a fifth: climb toward it)."""
         if state.first >= 0 and refused - state.first >= self.floor_after:
             # for limits that are not a bucket: never slower than what was admitted
             rate = max(rate, since_first / (refused - state.first))
         found = rate * self.margin
-        probing = state.phase == "probe"
+        first = state.ceiling <= 0  # nothing believed before: this is the limit
+        climbing = state.phase == "steady" and state.rate > state.base * 1.01
         state = attrs.evolve(state, phase="steady", server_burst=server_burst,
                              burst=paced_burst(server_burst), step=1.0, wave=False)
         if highest > rate * 1.2:
@@ -242,22 +253,22 @@ class Learner:
             # timing noise): pace at the low end and climb toward the high one; the next
             # refusal comes after a long span, which bounds it tightly.
             top = max(found, min(NO_CAP, highest) * self.margin)
-            if probing or state.ceiling <= 0 or top > state.ceiling:
+            if first or top > state.ceiling:
                 return attrs.evolve(state, rate=found, base=found, ceiling=top, cap=top,
                                     add=self.climb, hold=0.0, hold_span=self.hold)
-        if probing or state.ceiling <= 0:  # first learned
+        if first:
             return attrs.evolve(state, rate=found, base=found, ceiling=found, cap=found,
                                 add=0.0, hold=0.0, hold_span=self.hold)
         if found >= state.ceiling * 0.9:
             # About the limit as known: a fit a little high, a hiccup, or a small change.
-            # Trim the ceiling (a little per pause, so that a hiccup costs little) and
-            # climb back to it at once.
-            ceiling = max(found, state.ceiling * self.trim)
+            # A fit over a long span is believed; a short one only trims the ceiling (a
+            # little per pause, so that a hiccup costs little). Climb back to it at once.
+            trimmed = max(found, state.ceiling * self.trim)
+            ceiling = found if span >= self.long_span else trimmed
             return attrs.evolve(state, rate=min(found, ceiling), base=found, ceiling=ceiling,
                                 cap=ceiling, add=self.climb, hold=0.0, hold_span=self.hold)
         # Well below the best rate learned: the limit dropped, or others share it. Hold,
         # then climb back toward it; a climb that failed waits twice as long next time.
-        climbing = state.rate > state.base * 1.01
         span = min(self.max_hold, state.hold_span * 2) if climbing else self.hold
         return attrs.evolve(state, rate=found, base=found, cap=state.ceiling, add=self.climb,
                             hold=span * found, hold_span=span)

@@ -18,6 +18,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import attrs
+
 from ._config import FixedWindow, TokenBucket
 from ._server import DEFAULT_API_KEY, FakeWanServer
 
@@ -54,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bucket.add_argument("--burst", type=int, metavar="N", help="bucket size (default: RATE)")
     bucket.add_argument("--retry-after", type=float, default=1.0, metavar="S",
                         help="Retry-After of a refused request (default %(default)s)")
+    bucket.add_argument("--rate-schedule", metavar="T:RATE,...", default=None,
+                        help="change the bucket's rate to RATE at T seconds after the first "
+                        "request, e.g. 0:50,10:20,16:50 (a limit that drops and returns)")
     window = parser.add_argument_group("fixed window rate limit")
     window.add_argument("--window-limit", type=int, metavar="N", help="requests per window")
     window.add_argument("--window", type=float, default=60.0, metavar="S", help="window length")
@@ -85,6 +90,29 @@ def server_from_args(args: argparse.Namespace) -> FakeWanServer:
         spend_limit=args.spend_limit,
         rate_limit=rate_limit,
     )
+
+
+def parse_schedule(text: str) -> list[tuple[float, float]]:
+    """``"0:50,10:20"`` as ``[(0.0, 50.0), (10.0, 20.0)]`` (seconds, requests/s)."""
+    try:
+        steps = [(float(t), float(r)) for t, r in (item.split(":") for item in text.split(","))]
+    except ValueError:
+        raise ValueError(f"--rate-schedule takes T:RATE,... (e.g. 0:50,10:20), got {text!r}"
+                         ) from None
+    return sorted(steps)
+
+
+async def follow_schedule(server: FakeWanServer, steps: list[tuple[float, float]]) -> None:
+    """Change the token bucket's rate at each step's time after the first request."""
+    loop = asyncio.get_running_loop()
+    while server.stats.requests == 0:  # noqa: ASYNC110 - the emulator's own clock
+        await asyncio.sleep(0.005)
+    started = loop.time()
+    for at, rate in steps:
+        await asyncio.sleep(max(0.0, started + at - loop.time()))
+        current = server.rate_limit
+        if isinstance(current, TokenBucket):
+            server.rate_limit = attrs.evolve(current, rate=rate)
 
 
 def announce(server: FakeWanServer) -> None:
@@ -147,8 +175,19 @@ def main(argv: list[str] | None = None) -> int:
         server = server_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
+    steps = parse_schedule(args.rate_schedule) if args.rate_schedule else []
+    if steps and args.rate_limit is None:
+        parser.error("--rate-schedule needs --rate-limit")
+    ready = announce_json if args.json else announce
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_ready(running: FakeWanServer) -> None:
+        ready(running)
+        if steps:
+            tasks.add(asyncio.ensure_future(follow_schedule(running, steps)))
+
     try:
-        asyncio.run(serve_forever(server, on_ready=announce_json if args.json else announce))
+        asyncio.run(serve_forever(server, on_ready=on_ready))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
