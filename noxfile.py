@@ -34,7 +34,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[redis,cli]", "mypy>=1.10", "pytest>=8")
+    session.install("-e", ".[redis,cli,otel]", "mypy>=1.10", "pytest>=8")
     session.run("mypy", "--strict", "wan26_async")
 
 
