@@ -19,11 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 from ._callbacks import CallbackReceiver
 from ._client import AsyncWanClient
-from ._config import DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, MAX_RESPONSE_BYTES, RetryPolicy
+from ._config import (
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_TIMEOUT,
+    MAX_RESPONSE_BYTES,
+    PollPolicy,
+    RetryPolicy,
+)
 from ._models import Credits, Outcome, Task, TaskEvent
 from ._portal import BlockingIterator, LoopThread
 from ._requests import VideoRequest
-from ._watch import PollPolicy
 
 if TYPE_CHECKING:
     from ._ratelimit import RateLimiter
@@ -137,9 +142,10 @@ class WanClient:
         """Close the client: stop its open iterators and calls still running, close
         every connection it opened, end its thread. Idempotent.
 
-        Calls running in other threads at that moment raise `APIConnectionError`.
-        In a process forked from the one that made the client this only forgets it
-        (its thread does not exist there).
+        Calls running in other threads at that moment, and every call or watch after
+        it, raise `ClientClosedError` (as the async client's do). In a process forked
+        from the one that made the client this only forgets it (its thread does not
+        exist there).
         """
         if self._view:
             if not self._loop.closed and not self._loop.forked:
