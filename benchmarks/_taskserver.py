@@ -17,7 +17,8 @@ Routes (replies in the emulator's shapes, see docs/wire-format.md):
     GET  /v1/tasks/{id}           pending -> processing -> completed (with a video URL);
                                   updatedAt is when the status began (completion, at the end)
     GET  /v1/credits              a fixed balance
-    GET  /stats                   {"creates", "polls", "requests"} so far (not counted)
+    GET  /stats                   {"creates", "polls", "requests", "cpu_seconds"} so far
+                                  (not counted itself)
 
 ``/v1/videos/tasks/{id}`` is answered like ``/v1/tasks/{id}``. Processing lasts
 ``duration x 4`` s at 1080p and ``duration x 2.5`` s at 720p (as the emulator's
@@ -113,8 +114,9 @@ class TaskServer:
     def handle(self, method: bytes, target: bytes, body: bytes) -> bytes:
         path = target.split(b"?", 1)[0]
         if path == b"/stats":
-            return _reply(b"200 OK", json.dumps({"creates": self.creates, "polls": self.polls,
-                                                 "requests": self.requests}).encode())
+            return _reply(b"200 OK", json.dumps({
+                "creates": self.creates, "polls": self.polls, "requests": self.requests,
+                "cpu_seconds": time.process_time()}).encode())
         self.requests += 1
         if method == b"POST" and path == _CREATE:
             return self._create(body)
