@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from ._errors import ValidationError
+from ._fielddoc import describe
 
 __all__ = [
     "AspectRatio",
@@ -381,3 +382,7 @@ class ReferenceToVideo(VideoRequest):
 def _rebuild_request(cls: type[VideoRequest], fields: dict[str, Any]) -> VideoRequest:
     """Unpickle a request pickled by `VideoRequest.__reduce__`."""
     return cls(**fields)
+
+
+for _cls in (VideoRequest, TextToVideo, ImageToVideo, ReferenceToVideo):
+    describe(_cls)  # the field table in help() and the reference, a readable signature
