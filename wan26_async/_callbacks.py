@@ -43,7 +43,7 @@ DEFAULT_SAFETY_POLL = PollPolicy(initial=30.0, multiplier=2.0, max_interval=120.
 class CallbackReceiver:
     """Receives the gateway's task callbacks so watches need not poll.
 
-    Run on its own small aiohttp server::
+    Run on its own small aiohttp server:
 
         receiver = wan.CallbackReceiver(public_url="https://hooks.example.com/wan", port=8080)
         async with receiver, wan.AsyncWanClient(callbacks=receiver) as client:
