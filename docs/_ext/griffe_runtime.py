@@ -53,7 +53,7 @@ def _default_text(default: Any) -> str | None:
     """An attrs default as source text: ``0.0``, ``{}`` for ``factory=dict``."""
     if default is attrs.NOTHING or default is inspect.Parameter.empty:
         return None
-    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+    if isinstance(default, attrs.Factory):
         if default.takes_self:
             return "..."
         return repr(default.factory())
