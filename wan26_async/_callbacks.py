@@ -22,9 +22,9 @@ import anyio
 from aiohttp import web
 from yarl import URL
 
+from ._config import PollPolicy
 from ._errors import ConfigurationError, WanError
 from ._models import Task, TaskStatus
-from ._watch import PollPolicy
 from ._wire import parse_task, unwrap_envelope
 
 __all__ = ["CallbackReceiver"]
@@ -158,17 +158,17 @@ class CallbackReceiver:
 
     # -- what watches use ----------------------------------------------------------------
 
-    def expect(self, task_id: str) -> None:
-        """Accept callbacks for ``task_id`` (the client calls this after each create)."""
+    def _expect(self, task_id: str) -> None:
+        # Accept callbacks for ``task_id`` (the client calls this after each create).
         if task_id not in self._finished:
             self._expected.add(task_id)
 
-    def latest(self, task_id: str) -> Task | None:
-        """The task as last pushed, or None."""
+    def _pushed(self, task_id: str) -> Task | None:
+        # The task as last pushed, or None.
         return self._latest.get(task_id)
 
-    async def wait_for_update(self, task_id: str, timeout: float) -> Task | None:  # noqa: ASYNC109
-        """Wait up to ``timeout`` seconds for a pushed update of ``task_id``."""
+    async def _wait_pushed(self, task_id: str, timeout: float) -> Task | None:  # noqa: ASYNC109
+        # Wait up to ``timeout`` seconds for a pushed update of ``task_id``.
         event = self._changed.get(task_id)
         if event is None:
             event = self._changed[task_id] = asyncio.Event()
@@ -181,8 +181,8 @@ class CallbackReceiver:
             event.clear()
         return None if scope.cancelled_caught else self._latest.get(task_id)
 
-    def forget(self, task_id: str) -> None:
-        """Drop what is held for a task whose watch has ended."""
+    def _forget(self, task_id: str) -> None:
+        # Drop what is held for a task whose watch has ended.
         self._changed.pop(task_id, None)
         task = self._latest.pop(task_id, None)
         if task is not None and task.done:

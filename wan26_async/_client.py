@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ from ._config import (
     MAX_RESPONSE_BYTES,
     TASK_PATH,
     ClientConfig,
+    PollPolicy,
     RetryPolicy,
     check_api_key,
     check_base_url,
@@ -31,11 +31,12 @@ from ._fanout import FanOut
 from ._lifecycle import Lifecycle
 from ._models import Credits, Task, TaskEvent, TaskStatus
 from ._observe import NO_SPAN, load_telemetry
+from ._planner import Watches
 from ._ratelimit import InProcessRateLimiter, RateLimiter
 from ._requests import VideoRequest, url_problem
 from ._settings import CallbackSource, ClientSettings
 from ._transport import Transport
-from ._watch import PollPlanner, PollPolicy, Shape, WatchPlan, watch_task
+from ._watch import watch_task
 from ._wire import (
     new_idempotency_key,
     parse_create_reply,
@@ -46,10 +47,6 @@ from ._wire import (
 )
 
 __all__ = ["AsyncWanClient"]
-
-#: How many recently created tasks the client remembers for its poll schedule.
-_MAX_PLANS = 100_000
-
 
 class AsyncWanClient(ClientSettings):
     """An async client of the Wan 2.6 video generation API.
@@ -130,10 +127,7 @@ class AsyncWanClient(ClientSettings):
         self._callbacks = callbacks
         self._lifecycle = Lifecycle()
         self._view = False
-        self._planner = PollPlanner()
-        # Creation time and shape of recent tasks, for the learned poll schedule.
-        self._created_at: dict[str, float] = {}
-        self._shape_of: dict[str, Shape] = {}
+        self._watches = Watches()  # what watches of the tasks it creates know
         self._transport = Transport(
             api_key=key,
             base_url=url,
@@ -212,25 +206,11 @@ class AsyncWanClient(ClientSettings):
             )
             span.set_attribute("wan.task_id", task_id)
         if self.callbacks is not None:
-            self.callbacks.expect(task_id)
-        self._remember(task_id, request)
-        return Task(id=task_id, status=TaskStatus.PENDING, status_text="pending",
+            self.callbacks._expect(task_id)
+        task = Task(id=task_id, status=TaskStatus.PENDING, status_text="pending",
                     model=request.model, raw=data)
-
-    def _remember(self, task_id: str, request: VideoRequest) -> None:
-        # Plain values only (a float and a shared shape tuple): keeping thousands of
-        # fresh objects alive here would make the garbage collector scan them.
-        self._created_at[task_id] = asyncio.get_running_loop().time()
-        self._shape_of[task_id] = request_shape(request)
-        if len(self._created_at) > _MAX_PLANS:
-            oldest = next(iter(self._created_at))
-            del self._created_at[oldest], self._shape_of[oldest]
-
-    def _plan(self, task_id: str) -> WatchPlan | None:
-        created = self._created_at.get(task_id)
-        if created is None:
-            return None
-        return WatchPlan(self._planner, self._shape_of[task_id], created)
+        self._watches.created(task, request_shape(request))
+        return task
 
     async def get_task(self, task_id: str) -> Task:
         """The task as the server sees it now. Raises `TaskNotFoundError` for an unknown id."""
@@ -299,7 +279,7 @@ class AsyncWanClient(ClientSettings):
         _task_path(task_id)
         self._lifecycle.check()
         events = watch_task(task_id, self._poll, poll=poll or self.poll, timeout=timeout,
-                            push=self.callbacks, plan=self._plan(task_id),
+                            push=self.callbacks, plan=self._watches.plan(task_id),
                             closed=self._lifecycle)
         tel = self._transport.telemetry
         return events if tel is None or not tel.active() else tel.watch(task_id, events)
