@@ -120,11 +120,13 @@ class RequestCounts:
         config.on_request_end.append(ended)
         return config
 
-    def session(self, max_concurrency: int = 64) -> aiohttp.ClientSession:
-        """A session like the one the client makes for itself, with the counting trace."""
+    def session(self, max_concurrency: int = 64,
+                traced: aiohttp.TraceConfig | None = None) -> aiohttp.ClientSession:
+        """A session like the one the client makes for itself, with the counting trace
+        (``traced``: one from `trace_config` with more hooks added)."""
         return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=max_concurrency, ttl_dns_cache=300),
-            trust_env=False, trace_configs=[self.trace_config()])
+            trust_env=False, trace_configs=[traced or self.trace_config()])
 
 
 def server_stats(base_url: str) -> Callable[[], dict[str, float]]:
