@@ -402,8 +402,9 @@ def spawn(side: str, args: argparse.Namespace, port: int, seed: int) -> Run | No
 
 
 def order_of(sides: Sequence[str], i: int) -> list[str]:
-    """Round i's order: rotated by one each round, reversed every other round."""
-    k = (i - 1) % len(sides)
+    """Round i's order: reversed every other round, rotated by one every two rounds (so
+    each pair of sides runs in both orders, two sides included)."""
+    k = ((i - 1) // 2) % len(sides)
     order = [*sides[k:], *sides[:k]]
     return order[::-1] if i % 2 == 0 else order
 
@@ -434,11 +435,13 @@ def summarize(runs: dict[str, list[Run]]) -> dict[str, Any]:
         xs, bs = runs[side], runs[base]
         time_ratio = min(r.seconds for r in xs) / min(r.seconds for r in bs)
         paired = _spread([x.seconds / b.seconds for x, b in zip(xs, bs, strict=True)])
+        paired_cpu = _spread([x.cpu / b.cpu for x, b in zip(xs, bs, strict=True)])
         ratios.append({
             "side": side, "baseline": base, "target": target,
             "time_ratio": round(time_ratio, 4),
             "cpu_ratio": round(min(r.cpu for r in xs) / min(r.cpu for r in bs), 4),
             "paired_time_ratio": {k: round(v, 4) for k, v in paired.items()},
+            "paired_cpu_ratio": {k: round(v, 4) for k, v in paired_cpu.items()},
             "verdict": None if target is None else "ok" if time_ratio <= target
             else "over target",
         })
@@ -453,13 +456,14 @@ def report(summary: dict[str, Any]) -> None:
               f"{s['best_cpu_us_per_call']:>17.1f} {s['median_cpu_us_per_call']:>7.1f}  "
               f"{s['check']}")
     print()
+    print("ratios of the best rounds, then of each round's pair: median (min-max)")
     for r in summary["ratios"]:
-        p = r["paired_time_ratio"]
+        p, c = r["paired_time_ratio"], r["paired_cpu_ratio"]
         target = "" if r["target"] is None else \
-            f"   target <= {r['target']:.2f}: {r['verdict']}"
-        print(f"{r['side'] + ' / ' + r['baseline']:<20} time {r['time_ratio']:.3f} "
-              f"(paired rounds: median {p['median']:.3f}, {p['min']:.3f}-{p['max']:.3f})  "
-              f"cpu {r['cpu_ratio']:.3f}{target}")
+            f"  target time <= {r['target']:.2f}: {r['verdict']}"
+        print(f"{r['side'] + ' / ' + r['baseline']:<19} time {r['time_ratio']:.3f} "
+              f"{p['median']:.3f} ({p['min']:.3f}-{p['max']:.3f})  cpu {r['cpu_ratio']:.3f} "
+              f"{c['median']:.3f} ({c['min']:.3f}-{c['max']:.3f}){target}")
 
 
 def _sigterm_as_ctrl_c(signum: int, frame: object) -> None:
