@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 from jobs import job_id
@@ -46,13 +47,32 @@ def enqueue(jobs: list[tuple[int, str, dict[str, Any]]]) -> int:
     return sent
 
 
+def result_of(jid: str, timeout: float | None) -> dict[str, Any]:
+    """The job's result, once it is stored; raises what the job raised, or TimeoutError.
+
+    It polls the result backend (plain reads) rather than calling ``AsyncResult.get()``,
+    whose wait on the Redis backend's pub/sub can miss a result that is already stored
+    and then hang past its timeout (celery/celery#4470, #5353)."""
+    result = app.AsyncResult(jid)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pause = 0.05
+    while not result.ready():
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"no result within {timeout:g} s")
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
+    if result.failed():
+        raise result.result
+    return dict(result.result)
+
+
 def wait(jobs: list[tuple[int, str, dict[str, Any]]], timeout: float | None) -> int:
     """Print one JSON result line per line of the file; the number not completed."""
     failed = 0
     for n, jid, _ in jobs:
         record: dict[str, Any] = {"line": n, "job_id": jid}
         try:
-            record.update(app.AsyncResult(jid).get(timeout=timeout))
+            record.update(result_of(jid, timeout))
         except Exception as exc:  # the job raised, or the wait timed out
             record.update(status="error", error=f"{type(exc).__name__}: {exc}")
         failed += record["status"] != "completed"
