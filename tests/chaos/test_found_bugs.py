@@ -44,10 +44,12 @@ async def _hammer(client: wan.AsyncWanClient, workers: int) -> AsyncIterator[lis
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _until_learned(limiter: wan.InProcessRateLimiter) -> None:
+async def _until_learned(limiter: wan.InProcessRateLimiter, timeout: float = 30.0) -> None:
     """Wait until the limiter has learned a rate and its last pause is over."""
     loop = asyncio.get_running_loop()
-    while limiter.phase != "steady" or limiter.paused_until > loop.time():  # noqa: ASYNC110
+    deadline = loop.time() + timeout
+    while limiter.phase != "steady" or limiter.paused_until > loop.time():
+        assert loop.time() < deadline, f"not learned within {timeout} s: {limiter!r}"
         await asyncio.sleep(0.01)
 
 
@@ -57,22 +59,44 @@ async def _rate(count: list[int], seconds: float) -> float:
     return (count[0] - before) / seconds
 
 
+async def _ridden_rate(server: FakeWanServer, limiter: wan.RateLimiter, workers: int,
+                       *, learn: bool) -> tuple[float, int]:
+    """Requests per second a client with ``limiter`` gets through, once it has learned
+    (``learn``), and the limiter's pauses meanwhile."""
+    async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
+                                  rate_limiter=limiter, retry=FAST_RETRY) as client:
+        async with _hammer(client, workers) as count:
+            if learn:
+                assert isinstance(limiter, wan.InProcessRateLimiter)
+                await _until_learned(limiter)
+            else:
+                await _rate(count, 0.3)  # past the start
+            pauses = getattr(limiter, "pauses", 0)
+            rate = await _rate(count, 1.2)
+            pauses = getattr(limiter, "pauses", 0) - pauses
+    await limiter.aclose()
+    return rate, pauses
+
+
 # -- _limiter.py ------------------------------------------------------------------------
 
 
 async def test_an_untold_fast_token_bucket_is_ridden_near_its_rate() -> None:
+    # The bug: a fit of a million requests per second against a 500/s bucket, then a
+    # crawl at a quarter of the rate. What this machine can send is the yardstick (a
+    # busy 2-core machine may not reach 500/s): the same load with the limit told.
+    # (Each on a bucket of its own: a limiter starting on a bucket another client has
+    # just drained is the shared-bucket case, still open: see tests/test_learner_sim.py.)
+    async with FakeWanServer(rate_limit=TokenBucket(rate=500, burst=50)) as server:
+        told, _ = await _ridden_rate(server, wan.InProcessRateLimiter(rate=500, burst=50),
+                                     30, learn=False)
     async with FakeWanServer(rate_limit=TokenBucket(rate=500, burst=50)) as server:
         limiter = wan.InProcessRateLimiter()
-        async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
-                                      rate_limiter=limiter, retry=FAST_RETRY) as client:
-            async with _hammer(client, 30) as count:
-                await _until_learned(limiter)
-                pauses = limiter.pauses
-                rate = await _rate(count, 1.2)
-                pauses = limiter.pauses - pauses
-        await limiter.aclose()
-    assert rate >= 250, f"{rate:.0f} req/s against a 500 req/s bucket; {limiter!r}"
-    assert pauses == 0, f"{pauses} pauses once learned"
+        learned, pauses = await _ridden_rate(server, limiter, 30, learn=True)
+    assert limiter.rate is not None and limiter.rate <= 500 * 1.5, repr(limiter)
+    assert learned >= 0.5 * told, (f"{learned:.0f} req/s learned, {told:.0f} told, "
+                                   f"against a 500 req/s bucket; {limiter!r}")
+    assert pauses <= 1, f"{pauses} pauses once learned"
 
 
 async def test_the_learned_rate_recovers_after_a_429_storm() -> None:
@@ -83,15 +107,19 @@ async def test_the_learned_rate_recovers_after_a_429_storm() -> None:
             async with _hammer(client, 20) as count:
                 await _until_learned(limiter)
                 learned = limiter.rate
+                before = await _rate(count, 0.8)
                 for _ in range(5):
                     server.inject("credits", Fault.error(429, "rate_limit_exceeded",
                                                          retry_after="0.05"), times=3)
                     await asyncio.sleep(0.15)
+                await _until_learned(limiter)
                 await asyncio.sleep(0.3)
                 after = await _rate(count, 0.8)
         await limiter.aclose()
-    assert learned is not None and learned > 80
-    assert after >= 70, f"{after:.0f} req/s after the storm (had learned {learned:.0f})"
+    assert learned is not None and 50 < learned <= 150, repr(limiter)
+    # the same client before the storm is the yardstick (a busy machine is slower)
+    assert after >= 0.6 * before, (f"{after:.0f} req/s after the storm, {before:.0f} "
+                                   f"before (had learned {learned:.0f})")
 
 
 # -- _wire.py / _errors.py: replies that raise something other than WanError ------------------
