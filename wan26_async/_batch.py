@@ -37,10 +37,10 @@ from ._errors import (
     WanError,
     WatchTimeoutError,
 )
+from ._from_dict import request_from_dict
 from ._models import Task, TaskStatus
 from ._pool import ACCOUNT_WIDE, SubmitPool
 from ._requests import VideoRequest
-from ._wire import request_from_payload
 
 __all__ = ["BatchError", "BatchProgress", "BatchSummary", "Job", "load_jobs", "parse_shard",
            "read_jobs", "run_batch", "shard_jobs"]
@@ -89,7 +89,7 @@ def read_jobs(path: Path) -> tuple[list[Job], list[str]]:
                 continue
             try:
                 payload = json.loads(text)
-                request = request_from_payload(payload)
+                request = request_from_dict(payload)
             except json.JSONDecodeError as exc:
                 errors.append(f"line {n}: not JSON ({exc.msg})")
                 continue

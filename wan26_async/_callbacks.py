@@ -22,10 +22,11 @@ import anyio
 from aiohttp import web
 from yarl import URL
 
+from ._decode import unwrap_envelope
 from ._errors import ConfigurationError, WanError
 from ._models import Task, TaskStatus
+from ._parse import parse_task
 from ._watch import PollPolicy
-from ._wire import parse_task, unwrap_envelope
 
 __all__ = ["CallbackReceiver"]
 

@@ -1,6 +1,9 @@
 """The three request classes, their enums, every rule of the spec, and pricing.
 
 A request is checked once, when it is built; a frozen request is never re-checked.
+No wire code lives here: the create body is written by `wan26_async._encode`, which
+gives this module its encoder when it loads (`use_payload_encoder`), so a request's
+``to_payload`` needs no import back up the chain.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ import re
 from collections.abc import Mapping
 from enum import Enum
 from types import MappingProxyType
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Protocol, cast
 from urllib.parse import urlsplit
 
 import attrs
@@ -23,8 +26,11 @@ __all__ = [
     "Resolution",
     "ShotType",
     "TextToVideo",
+    "PayloadEncoder",
     "VideoRequest",
+    "request_shape",
     "url_problem",
+    "use_payload_encoder",
 ]
 
 TEXT_TO_VIDEO = "wan-2.6-text-to-video"
@@ -286,9 +292,7 @@ class VideoRequest:
 
         Unset fields are left out so the server's defaults apply.
         """
-        from ._wire import request_payload
-
-        return request_payload(self)
+        return _encoder(self)
 
 
 @attrs.frozen(kw_only=True)
@@ -381,3 +385,33 @@ class ReferenceToVideo(VideoRequest):
 def _rebuild_request(cls: type[VideoRequest], fields: dict[str, Any]) -> VideoRequest:
     """Unpickle a request pickled by `VideoRequest.__reduce__`."""
     return cls(**fields)
+
+
+def request_shape(request: VideoRequest) -> tuple[str, str, int]:
+    """What tasks that take about as long share: (model, resolution, duration), with the
+    server's defaults; one shared tuple per shape."""
+    shape = (request.model, (request.resolution or Resolution.P1080).value,
+             request.duration or DEFAULT_DURATION)
+    return _SHAPES.setdefault(shape, shape)
+
+
+_SHAPES: dict[tuple[str, str, int], tuple[str, str, int]] = {}
+
+
+class PayloadEncoder(Protocol):
+    """Writes a request as its create body ``{"model": ..., "input": {...}}``."""
+
+    def __call__(self, request: VideoRequest, /) -> dict[str, Any]: ...
+
+
+def _no_encoder(request: VideoRequest, /) -> dict[str, Any]:
+    raise RuntimeError("wan26_async._encode is not loaded (import wan26_async first)")
+
+
+_encoder: PayloadEncoder = _no_encoder
+
+
+def use_payload_encoder(encoder: PayloadEncoder) -> None:
+    """Make ``encoder`` the one `VideoRequest.to_payload` uses (`_encode` calls this)."""
+    global _encoder
+    _encoder = encoder
