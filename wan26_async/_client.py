@@ -31,11 +31,12 @@ from ._errors import ConfigurationError, TaskFailedError, ValidationError
 from ._fanout import FanOut
 from ._lifecycle import Lifecycle
 from ._models import Credits, Task, TaskEvent, TaskStatus
-from ._observe import NO_SPAN, load_telemetry
+from ._observe import NO_SPAN
 from ._parse import parse_create_reply, parse_credits, parse_task
 from ._ratelimit import InProcessRateLimiter, RateLimiter
 from ._requests import VideoRequest, request_shape, url_problem
 from ._settings import CallbackSource, ClientSettings
+from ._telemetry import load_telemetry
 from ._transport import Transport
 from ._watch import PollPlanner, PollPolicy, Shape, WatchPlan, watch_task
 
