@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import wan26_async as wan
-from wan26_async._batch import BatchError, load_jobs
+from wan26_async._jobs import BatchError, load_jobs
 from wan26_async.testing import FakeWanServer
 
 T2V = "wan-2.6-text-to-video"
