@@ -28,7 +28,7 @@ from ._models import Task, TaskStatus
 from ._parse import parse_task
 from ._watch import PollPolicy
 
-__all__ = ["CallbackReceiver"]
+__all__ = ["CallbackReceiver", "DEFAULT_SAFETY_POLL", "MAX_CALLBACK_BYTES"]
 
 _log = logging.getLogger("wan26_async")
 

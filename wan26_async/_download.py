@@ -24,7 +24,7 @@ from ._decode import request_id_of
 from ._errors import APIConnectionError, APIError, ValidationError
 from ._observe import Telemetry, redact_url
 
-__all__ = ["download"]
+__all__ = ["CHUNK", "Progress", "download"]
 
 _log = logging.getLogger("wan26_async")
 

@@ -26,7 +26,7 @@ from ._models import Credits, Outcome, Task
 from ._pool import SubmitPool
 from ._requests import VideoRequest
 
-__all__ = ["FanOut"]
+__all__ = ["Client", "FanOut", "Item"]
 
 Item = VideoRequest | Mapping[str, Any]
 

@@ -43,7 +43,8 @@ try:  # the global meter provider before one is set (private in the API: guarded
 except ImportError:  # pragma: no cover - a newer API: its proxy then counts as set
     _ProxyMeters = None  # type: ignore[assignment,misc]
 
-__all__ = ["OtelTelemetry"]
+__all__ = ["Attributes", "DURATION_BUCKETS", "OtelTelemetry", "SCHEMA_URL", "WAIT_BUCKETS",
+           "error_type_of"]
 
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.26.0"
 #: The HTTP conventions' advised buckets for request durations (seconds).

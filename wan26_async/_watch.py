@@ -45,7 +45,8 @@ from ._errors import (
 )
 from ._models import Task, TaskEvent, TaskStatus
 
-__all__ = ["PollPlanner", "PollPolicy", "PushSource", "Shape", "watch_task"]
+__all__ = ["ClosedSignal", "PollPlanner", "PollPolicy", "PushSource", "Shape", "TRANSIENT",
+           "WatchPlan", "watch_task"]
 
 _log = logging.getLogger("wan26_async")
 
