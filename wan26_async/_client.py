@@ -34,10 +34,11 @@ from ._models import Credits, Task, TaskEvent, TaskStatus
 from ._observe import NO_SPAN
 from ._parse import parse_create_reply, parse_credits, parse_task
 from ._ratelimit import InProcessRateLimiter, RateLimiter
-from ._requests import VideoRequest, request_shape, url_problem
+from ._requests import VideoRequest, request_shape
 from ._settings import CallbackSource, ClientSettings
 from ._telemetry import load_telemetry
 from ._transport import Transport
+from ._urls import url_problem
 from ._watch import PollPlanner, PollPolicy, Shape, WatchPlan, watch_task
 
 __all__ = ["AsyncWanClient"]

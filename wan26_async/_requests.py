@@ -8,30 +8,20 @@ gives this module its encoder when it loads (`use_payload_encoder`), so a reques
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from enum import Enum
 from types import MappingProxyType
 from typing import Any, ClassVar, Protocol, cast
-from urllib.parse import urlsplit
 
 import attrs
 
 from ._errors import ValidationError
+from ._urls import url_problem
 
-__all__ = [
-    "AspectRatio",
-    "ImageToVideo",
-    "ReferenceToVideo",
-    "Resolution",
-    "ShotType",
-    "TextToVideo",
-    "PayloadEncoder",
-    "VideoRequest",
-    "request_shape",
-    "url_problem",
-    "use_payload_encoder",
-]
+__all__ = ["AspectRatio", "CREDITS_PER_SECOND", "DEFAULT_DURATION", "IMAGE_TO_VIDEO",
+           "ImageToVideo", "MAX_NEGATIVE_PROMPT", "MAX_PROMPT", "MAX_SEED", "PayloadEncoder",
+           "REFERENCE_TO_VIDEO", "ReferenceToVideo", "Resolution", "ShotType", "TEXT_TO_VIDEO",
+           "TextToVideo", "VideoRequest", "request_shape", "use_payload_encoder"]
 
 TEXT_TO_VIDEO = "wan-2.6-text-to-video"
 IMAGE_TO_VIDEO = "wan-2.6-image-to-video"
@@ -77,28 +67,6 @@ CREDITS_PER_SECOND: Mapping[Resolution, int] = MappingProxyType(
     {Resolution.P720: 24, Resolution.P1080: 40}
 )
 
-def url_problem(url: object, kind: str = "") -> str | None:
-    """Why ``url`` is not a public http(s) URL the server accepts, or None when it is."""
-    what = f"a public http(s) {kind} URL" if kind else "a public http(s) URL"
-    if not isinstance(url, str):
-        return f"must be {what}"
-    if url[:5].lower() == "data:":
-        return (f"must be {what}; data: URLs (base64) are not supported: upload the file "
-                "and pass its URL")
-    if any(c.isspace() for c in url):
-        return f"must be {what} without spaces (percent-encode them as %20)"
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        return f"must be {what}; this one cannot be parsed"
-    if parts.scheme.lower() not in ("http", "https") or not host:
-        if not parts.scheme and _BASE64_RE.match(url):
-            return (f"must be {what}; base64 data is not supported: upload the file and "
-                    "pass its URL")
-        return f"must be {what}"
-    return None
-
 
 def _enum_or_raw(enum: type[_StrEnum], value: object) -> Any:
     """Turn a valid plain string into the enum member; leave anything else as it is,
@@ -138,8 +106,6 @@ def _readonly_mapping(value: object) -> object:
     return MappingProxyType(dict(value)) if value else _NO_EXTRA
 
 
-_BASE64_RE = re.compile(r"^[A-Za-z0-9+/=\s]{64,}$")
-
 
 @attrs.frozen(kw_only=True)
 class VideoRequest:
@@ -158,12 +124,8 @@ class VideoRequest:
     model: str
     prompt: str = cast(str, None)
     negative_prompt: str | None = None
-    resolution: Resolution | None = attrs.field(
-        default=None, converter=_to_resolution
-    )
-    shot_type: ShotType | None = attrs.field(
-        default=None, converter=_to_shot_type
-    )
+    resolution: Resolution | None = attrs.field(default=None, converter=_to_resolution)
+    shot_type: ShotType | None = attrs.field(default=None, converter=_to_shot_type)
     prompt_extend: bool | None = None
     watermark: bool | None = None
     seed: int | None = None
@@ -292,6 +254,7 @@ class VideoRequest:
 
         Unset fields are left out so the server's defaults apply.
         """
+        assert _encoder is not None, "wan26_async._encode sets the encoder when it loads"
         return _encoder(self)
 
 
@@ -304,9 +267,7 @@ class TextToVideo(VideoRequest):
     """
 
     model: str = TEXT_TO_VIDEO
-    aspect_ratio: AspectRatio | None = attrs.field(
-        default=None, converter=_to_aspect_ratio
-    )
+    aspect_ratio: AspectRatio | None = attrs.field(default=None, converter=_to_aspect_ratio)
     audio_urls: tuple[str, ...] | None = attrs.field(default=None, converter=_tuple_or_raw)
 
     def _check(self) -> None:
@@ -359,9 +320,7 @@ class ReferenceToVideo(VideoRequest):
     model: str = REFERENCE_TO_VIDEO
     image_urls: tuple[str, ...] | None = attrs.field(default=None, converter=_tuple_or_raw)
     video_urls: tuple[str, ...] | None = attrs.field(default=None, converter=_tuple_or_raw)
-    aspect_ratio: AspectRatio | None = attrs.field(
-        default=None, converter=_to_aspect_ratio
-    )
+    aspect_ratio: AspectRatio | None = attrs.field(default=None, converter=_to_aspect_ratio)
     audio: bool | None = None
 
     def _check(self) -> None:
@@ -404,11 +363,7 @@ class PayloadEncoder(Protocol):
     def __call__(self, request: VideoRequest, /) -> dict[str, Any]: ...
 
 
-def _no_encoder(request: VideoRequest, /) -> dict[str, Any]:
-    raise RuntimeError("wan26_async._encode is not loaded (import wan26_async first)")
-
-
-_encoder: PayloadEncoder = _no_encoder
+_encoder: PayloadEncoder | None = None  # importing the package loads _encode, which sets it
 
 
 def use_payload_encoder(encoder: PayloadEncoder) -> None:
