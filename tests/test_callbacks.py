@@ -29,7 +29,7 @@ def task_polls(server: FakeWanServer, task_id: str) -> int:
     return sum(1 for r in server.requests if r.route == "get" and task_id in r.path)
 
 
-async def test_pushed_watch_completes_with_no_poll_after_the_first(
+async def test_pushed_watch_of_a_created_task_sends_no_poll_at_all(
     server: FakeWanServer, receiver: wan.CallbackReceiver
 ) -> None:
     async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
@@ -42,8 +42,8 @@ async def test_pushed_watch_completes_with_no_poll_after_the_first(
     assert create.json["callback_url"] == receiver.callback_url
     assert "token=" in receiver.callback_url and "token" not in receiver.url
     assert events[-1].status is S.COMPLETED and events[-1].task.video_url
-    assert events[0].previous is None
-    assert task_polls(server, task.id) == 1
+    assert events[0].previous is None and events[0].status is S.PENDING
+    assert task_polls(server, task.id) == 0  # PENDING from the create reply, the rest pushed
     assert receiver.received == 1
 
 
@@ -65,7 +65,7 @@ async def test_a_lost_callback_still_ends_the_watch_by_polling() -> None:
             task = await client.generate(wan.TextToVideo(prompt="p", resolution="720p",
                                                          duration=2), timeout=10)
         assert task.status is S.COMPLETED
-        assert receiver.received == 0 and task_polls(server, task.id) >= 2
+        assert receiver.received == 0 and task_polls(server, task.id) >= 1
 
 
 async def test_duplicated_callbacks_give_no_duplicate_event() -> None:
@@ -92,7 +92,7 @@ def body(task_id: str, status: str) -> dict[str, Any]:
 async def test_forged_unknown_oversized_and_malformed_callbacks_are_refused(
     receiver: wan.CallbackReceiver,
 ) -> None:
-    receiver.expect("t1")
+    receiver._expect("t1")
     good = receiver.callback_url
     assert await post(receiver.url, body("t1", "completed")) == 403  # no token
     assert await post(receiver.url + "?token=guess", body("t1", "completed")) == 403
@@ -101,18 +101,18 @@ async def test_forged_unknown_oversized_and_malformed_callbacks_are_refused(
     assert await post(good, [1, 2, 3]) == 400
     assert await post(good, {"data": {"status": "completed"}}) == 400  # no task id
     assert await post(good, b"x" * (receiver.max_body_bytes + 1)) == 413
-    assert receiver.latest("t1") is None and receiver.rejected == 7
+    assert receiver._pushed("t1") is None and receiver.rejected == 7
     assert await post(good, body("t1", "processing")) == 200
-    assert receiver.latest("t1") is not None
+    assert receiver._pushed("t1") is not None
 
 
 async def test_out_of_order_callbacks_never_move_a_task_backwards(
     receiver: wan.CallbackReceiver,
 ) -> None:
-    receiver.expect("t1")
+    receiver._expect("t1")
     for status in ("processing", "completed", "pending", "processing", "completed"):
         assert await post(receiver.callback_url, body("t1", status)) == 200
-    latest = receiver.latest("t1")
+    latest = receiver._pushed("t1")
     assert latest is not None and latest.status is S.COMPLETED
 
 
@@ -127,12 +127,33 @@ async def test_receiver_mounts_into_an_existing_app() -> None:
     await site.start()
     try:
         port = runner.addresses[0][1]
-        receiver.expect("t9")
+        receiver._expect("t9")
         token = receiver.callback_url.split("token=")[1]
         url = f"http://127.0.0.1:{port}/hooks/wan?token={token}"
         assert await post(url, body("t9", "completed")) == 200
         assert await post(f"http://127.0.0.1:{port}/hooks/wan", body("t9", "failed")) == 403
     finally:
         await runner.cleanup()
-    latest = receiver.latest("t9")
+    latest = receiver._pushed("t9")
     assert latest is not None and latest.status is S.COMPLETED
+
+
+async def test_a_pushed_watch_polls_only_once_its_callback_is_late(server: FakeWanServer) -> None:
+    # a quick safety poll: without the learned finish, a watch would poll every 20 ms
+    safety = wan.PollPolicy(initial=0.02, max_interval=0.02)
+    shape = {"resolution": "720p", "duration": 2}
+    async with wan.CallbackReceiver(safety_poll=safety) as receiver, wan.AsyncWanClient(
+        api_key=server.api_key, base_url=server.base_url, callbacks=receiver,
+        retry=FAST_RETRY,
+    ) as client:
+        first = await client.generate(wan.TextToVideo(prompt="learn", **shape), timeout=10)
+        assert first.status is S.COMPLETED  # its callback taught the client the shape
+        second = await client.create_task(wan.TextToVideo(prompt="on time", **shape))
+        await client.wait(second.id, timeout=10)
+        assert task_polls(server, second.id) == 0  # its callback came before it was late
+        server.faults = Faults(callback_loss_rate=1.0)
+        lost = await client.create_task(wan.TextToVideo(prompt="lost", **shape))
+        done = await client.wait(lost.id, timeout=10)
+    assert done.status is S.COMPLETED  # ended by the safety poll, once late
+    late = [r.time for r in server.requests if r.route == "get" and lost.id in r.path]
+    assert late and min(late) >= server.tasks[lost.id].done_at

@@ -184,9 +184,9 @@ async def test_a_create_in_flight_when_the_client_closes_is_ambiguous(
 
 async def test_a_cancelled_wait_is_still_a_cancellation(slow_server: FakeWanServer) -> None:
     # The scope that closing cancels must never swallow or convert a real cancellation.
-    async with make_client(slow_server) as client:
-        task = await client.create_task(wan.TextToVideo(prompt="p"))
-        waiting = asyncio.ensure_future(client.wait(task.id))
+    async with make_client(slow_server) as maker, make_client(slow_server) as client:
+        task = await maker.create_task(wan.TextToVideo(prompt="p"))
+        waiting = asyncio.ensure_future(client.wait(task.id))  # not its task: it polls
         await eventually(lambda: len(slow_server.requests) >= 2)  # polled; now sleeping
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):

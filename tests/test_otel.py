@@ -408,3 +408,54 @@ def test_a_client_built_before_the_global_providers_reports_once_they_are_set() 
         print("ok")
     """)
     assert out.strip() == "ok"
+
+
+def test_until_a_global_provider_is_set_calls_do_not_ask_the_api_for_it_again() -> None:
+    # The no-op path's budget: a look at the API's slots, not get_tracer_provider(),
+    # which searches os.environ each time. Each provider is still found once it is set.
+    out = _run("""
+        import asyncio
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter)
+        import wan26_async as wan
+        from wan26_async.testing import FakeWanServer
+
+        asked = []
+        for module, name in ((trace, "get_tracer_provider"), (metrics, "get_meter_provider")):
+            def counted(real=getattr(module, name), name=name):
+                asked.append(name)
+                return real()
+            setattr(module, name, counted)
+
+        async def main():
+            async with FakeWanServer() as server:
+                async with wan.AsyncWanClient(api_key=server.api_key,
+                                              base_url=server.base_url) as client:
+                    built = len(asked)
+                    for _ in range(3):
+                        await client.get_credits()
+                    assert len(asked) == built, asked[built:]
+                    exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+                    provider = TracerProvider()
+                    provider.add_span_processor(SimpleSpanProcessor(exporter))
+                    trace.set_tracer_provider(provider)
+                    await client.get_credits()
+                    assert [s.name for s in exporter.get_finished_spans()] == [
+                        "GET", "wan.get_credits"]
+                    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+                    await client.get_credits()
+            assert len(exporter.get_finished_spans()) == 4
+            points = [p for rm in reader.get_metrics_data().resource_metrics
+                      for sm in rm.scope_metrics for m in sm.metrics
+                      if m.name == "http.client.request.duration" for p in m.data.data_points]
+            assert sum(p.count for p in points) == 1, points  # from the call after the set
+
+        asyncio.run(main())
+        print("ok")
+    """)
+    assert out.strip() == "ok"

@@ -161,10 +161,35 @@ def test_closing_ends_its_thread(server: FakeWanServer) -> None:
     client.close()
     assert threading.active_count() == before
     client.close()  # idempotent
-    with pytest.raises(wan.APIConnectionError, match="closed"):
-        client.get_credits()
-    with pytest.raises(wan.APIConnectionError, match="closed"):
-        client.watch("task_1")
+
+
+def test_a_closed_client_raises_client_closed_error_and_sends_nothing(
+        server: FakeWanServer, tmp_path: Path) -> None:
+    client = make_client(server)
+    task = client.create_task(request())
+    watching = client.watch(task.id)
+    next(watching)
+    client.close()
+    sent = len(server.requests)
+    calls: dict[str, Callable[[], object]] = {
+        "create_task": lambda: client.create_task(request()),
+        "get_task": lambda: client.get_task(task.id),
+        "get_credits": client.get_credits,
+        "wait": lambda: client.wait(task.id),
+        "generate": lambda: client.generate(request()),
+        "download": lambda: client.download(server.video_url(task.id), tmp_path),
+        "watch": lambda: client.watch(task.id),
+        "fan_out": lambda: client.fan_out([request()]),
+        "with_options": lambda: client.with_options(timeout=1),
+        "a watch open when it closed": lambda: next(watching),
+    }
+    for name, call in calls.items():
+        with pytest.raises(wan.ClientClosedError, match=r"closed.*new client") as info:
+            call()
+        # the same class as the async client's, and not a transient error to retry
+        assert not isinstance(info.value, wan.APIConnectionError), name
+    assert len(server.requests) == sent
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_closing_stops_a_call_of_another_thread() -> None:
@@ -185,7 +210,7 @@ def test_closing_stops_a_call_of_another_thread() -> None:
         client.close()
         thread.join(10)
     assert not thread.is_alive()
-    assert len(errors) == 1 and isinstance(errors[0], wan.APIConnectionError), errors
+    assert len(errors) == 1 and isinstance(errors[0], wan.ClientClosedError), errors
 
 
 def test_the_error_classes_are_the_same(client: wan.WanClient, server: FakeWanServer,

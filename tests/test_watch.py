@@ -87,8 +87,9 @@ async def test_transient_faults_mid_watch_give_the_same_events(
                                                         duration=2))
         server.inject("get", fault, times=3)
         events = [e async for e in client.watch(task.id)]
+    # the first event is the create reply's; the faulty polls may hide PROCESSING
     assert [e.status for e in events] in ([S.PENDING, S.PROCESSING, S.COMPLETED],
-                                          [S.PROCESSING, S.COMPLETED], [S.COMPLETED])
+                                          [S.PENDING, S.COMPLETED])
 
 
 async def test_task_not_found_is_raised_from_the_watch(client: wan.AsyncWanClient) -> None:

@@ -9,7 +9,7 @@
 
 from ._callbacks import CallbackReceiver
 from ._client import AsyncWanClient
-from ._config import RetryPolicy
+from ._config import PollPolicy, RetryPolicy
 from ._errors import (
     AmbiguousSubmissionError,
     APIConnectionError,
@@ -49,7 +49,6 @@ from ._requests import (
 )
 from ._sync import WanClient
 from ._version import __version__
-from ._watch import PollPolicy
 
 __all__ = [
     "APIConnectionError",

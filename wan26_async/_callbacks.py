@@ -22,11 +22,11 @@ import anyio
 from aiohttp import web
 from yarl import URL
 
+from ._config import PollPolicy
 from ._decode import unwrap_envelope
 from ._errors import ConfigurationError, WanError
 from ._models import Task, TaskStatus
 from ._parse import parse_task
-from ._watch import PollPolicy
 
 __all__ = ["CallbackReceiver", "DEFAULT_SAFETY_POLL", "MAX_CALLBACK_BYTES"]
 
@@ -44,7 +44,7 @@ DEFAULT_SAFETY_POLL = PollPolicy(initial=30.0, multiplier=2.0, max_interval=120.
 class CallbackReceiver:
     """Receives the gateway's task callbacks so watches need not poll.
 
-    Run on its own small aiohttp server::
+    Run on its own small aiohttp server:
 
         receiver = wan.CallbackReceiver(public_url="https://hooks.example.com/wan", port=8080)
         async with receiver, wan.AsyncWanClient(callbacks=receiver) as client:
@@ -159,17 +159,17 @@ class CallbackReceiver:
 
     # -- what watches use ----------------------------------------------------------------
 
-    def expect(self, task_id: str) -> None:
-        """Accept callbacks for ``task_id`` (the client calls this after each create)."""
+    def _expect(self, task_id: str) -> None:
+        # Accept callbacks for ``task_id`` (the client calls this after each create).
         if task_id not in self._finished:
             self._expected.add(task_id)
 
-    def latest(self, task_id: str) -> Task | None:
-        """The task as last pushed, or None."""
+    def _pushed(self, task_id: str) -> Task | None:
+        # The task as last pushed, or None.
         return self._latest.get(task_id)
 
-    async def wait_for_update(self, task_id: str, timeout: float) -> Task | None:  # noqa: ASYNC109
-        """Wait up to ``timeout`` seconds for a pushed update of ``task_id``."""
+    async def _wait_pushed(self, task_id: str, timeout: float) -> Task | None:  # noqa: ASYNC109
+        # Wait up to ``timeout`` seconds for a pushed update of ``task_id``.
         event = self._changed.get(task_id)
         if event is None:
             event = self._changed[task_id] = asyncio.Event()
@@ -182,8 +182,8 @@ class CallbackReceiver:
             event.clear()
         return None if scope.cancelled_caught else self._latest.get(task_id)
 
-    def forget(self, task_id: str) -> None:
-        """Drop what is held for a task whose watch has ended."""
+    def _forget(self, task_id: str) -> None:
+        # Drop what is held for a task whose watch has ended.
         self._changed.pop(task_id, None)
         task = self._latest.pop(task_id, None)
         if task is not None and task.done:

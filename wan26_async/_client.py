@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ from ._config import (
     MAX_RESPONSE_BYTES,
     TASK_PATH,
     ClientConfig,
+    PollPolicy,
     RetryPolicy,
     check_api_key,
     check_base_url,
@@ -33,45 +33,26 @@ from ._lifecycle import Lifecycle
 from ._models import Credits, Task, TaskEvent, TaskStatus
 from ._observe import NO_SPAN
 from ._parse import parse_create_reply, parse_credits, parse_task
+from ._planner import Watches
 from ._ratelimit import InProcessRateLimiter, RateLimiter
 from ._requests import VideoRequest, request_shape
 from ._settings import CallbackSource, ClientSettings
 from ._telemetry import load_telemetry
 from ._transport import Transport
 from ._urls import url_problem
-from ._watch import PollPlanner, PollPolicy, Shape, WatchPlan, watch_task
+from ._watch import watch_task
 
 __all__ = ["AsyncWanClient"]
-
-#: How many recently created tasks the client remembers for its poll schedule.
-_MAX_PLANS = 100_000
-
 
 class AsyncWanClient(ClientSettings):
     """An async client of the Wan 2.6 video generation API.
 
     One client holds one connection pool, one limiter and one retry policy shared by
-    every call made through it; create one per application and close it at the end::
+    every call made through it; create one per application and close it at the end:
 
         async with AsyncWanClient() as client:
             task = await client.generate(TextToVideo(prompt="a robot in the rain"))
             print(task.video_url)
-
-    ``api_key`` defaults to ``$WAN_API_KEY`` and ``base_url`` to ``$WAN_BASE_URL`` (else
-    the public gateway). ``max_concurrency`` bounds the requests in flight across all
-    calls; ``max_retries``/``retry`` set how a call retries, ``timeout`` is seconds per
-    HTTP call. ``session`` lends an ``aiohttp.ClientSession`` that the client will not
-    close. ``rate_limiter`` replaces the default in-process limiter (for example with
-    ``wan26_async.redis.RedisRateLimiter``). ``callbacks`` takes a `CallbackReceiver`.
-    ``tracer_provider``/``meter_provider`` (OpenTelemetry's, with the ``otel`` extra)
-    replace the global providers for this client's spans and metrics.
-
-    Safety switches: ``resend_ambiguous_creates=True`` lets a create whose reply was
-    lost be resent with the same ``Idempotency-Key`` (safe only on a gateway that
-    honours the key); ``allow_insecure_http=True`` allows a plain-http base URL to a
-    host other than loopback.
-
-    Raises `ConfigurationError` for a missing or malformed key or an unsafe base URL.
     """
 
     def __init__(
@@ -93,6 +74,34 @@ class AsyncWanClient(ClientSettings):
         tracer_provider: object | None = None,
         meter_provider: object | None = None,
     ) -> None:
+        """Check the settings; the connection pool is opened by the first call.
+
+        - ``api_key``: the API key (``sk-...``); default ``$WAN_API_KEY``.
+        - ``base_url``: the gateway; default ``$WAN_BASE_URL``, else
+          ``https://api.aivideoapi.ai``.
+        - ``max_concurrency``: requests in flight at once, across every call of the client.
+        - ``max_retries``: how often one HTTP call is retried after a retryable failure
+          (default 5); or ``retry``, a `RetryPolicy` that sets the backoff too (not both).
+        - ``timeout``: seconds per HTTP call.
+        - ``session``: an ``aiohttp.ClientSession`` to borrow; the client never closes it.
+        - ``rate_limiter``: replaces the in-process limiter the client makes and owns,
+          for example with ``wan26_async.redis.RedisRateLimiter`` to pace many processes
+          that share one key.
+        - ``callbacks``: a `CallbackReceiver`; creates carry its URL, and watches take the
+          updates it receives instead of polling.
+        - ``poll``: a `PollPolicy`, how watches poll.
+        - ``resend_ambiguous_creates``: resend a create whose reply was lost, with the same
+          ``Idempotency-Key`` (safe only on a gateway that honours the key).
+        - ``allow_insecure_http``: allow a plain ``http://`` base URL to a host other than
+          loopback (the key then travels unencrypted).
+        - ``max_response_bytes``: the largest reply body read; a bigger one raises
+          `MalformedResponseError`.
+        - ``tracer_provider``, ``meter_provider``: OpenTelemetry providers (``otel`` extra)
+          for this client's spans and metrics, instead of the global ones.
+
+        Raises `ConfigurationError` for a missing or malformed key, an unsafe base URL, or
+        a setting out of range.
+        """
         key = check_api_key(api_key)
         url = check_base_url(base_url, allow_insecure_http)
         if not isinstance(max_concurrency, int) or max_concurrency < 1:
@@ -114,10 +123,7 @@ class AsyncWanClient(ClientSettings):
         self._callbacks = callbacks
         self._lifecycle = Lifecycle()
         self._view = False
-        self._planner = PollPlanner()
-        # Creation time and shape of recent tasks, for the learned poll schedule.
-        self._created_at: dict[str, float] = {}
-        self._shape_of: dict[str, Shape] = {}
+        self._watches = Watches()  # what watches of the tasks it creates know
         self._transport = Transport(
             api_key=key,
             base_url=url,
@@ -173,7 +179,7 @@ class AsyncWanClient(ClientSettings):
         Every create carries an ``Idempotency-Key`` (``idempotency_key``, or a fresh one).
 
         Raises `ValidationError` before any I/O for a bad request or callback URL;
-        `InsufficientCreditsError`, `SpendLimitError` and the other `APIError`\\ s; and,
+        `InsufficientCreditsError`, `SpendLimitError` and every other `APIError`; and,
         when the request was sent but no clear answer came back, an error that is also
         `AmbiguousSubmissionError` (the task may exist; it is not resent unless
         ``resend_ambiguous``/``resend_ambiguous_creates`` is set).
@@ -196,25 +202,11 @@ class AsyncWanClient(ClientSettings):
             )
             span.set_attribute("wan.task_id", task_id)
         if self.callbacks is not None:
-            self.callbacks.expect(task_id)
-        self._remember(task_id, request)
-        return Task(id=task_id, status=TaskStatus.PENDING, status_text="pending",
+            self.callbacks._expect(task_id)
+        task = Task(id=task_id, status=TaskStatus.PENDING, status_text="pending",
                     model=request.model, raw=data)
-
-    def _remember(self, task_id: str, request: VideoRequest) -> None:
-        # Plain values only (a float and a shared shape tuple): keeping thousands of
-        # fresh objects alive here would make the garbage collector scan them.
-        self._created_at[task_id] = asyncio.get_running_loop().time()
-        self._shape_of[task_id] = request_shape(request)
-        if len(self._created_at) > _MAX_PLANS:
-            oldest = next(iter(self._created_at))
-            del self._created_at[oldest], self._shape_of[oldest]
-
-    def _plan(self, task_id: str) -> WatchPlan | None:
-        created = self._created_at.get(task_id)
-        if created is None:
-            return None
-        return WatchPlan(self._planner, self._shape_of[task_id], created)
+        self._watches.created(task, request_shape(request))
+        return task
 
     async def get_task(self, task_id: str) -> Task:
         """The task as the server sees it now. Raises `TaskNotFoundError` for an unknown id."""
@@ -275,7 +267,7 @@ class AsyncWanClient(ClientSettings):
 
         Transient failures (connection errors, 5xx, 429, malformed replies) are retried
         inside the watch; `TaskNotFoundError` and auth errors are raised.
-        ``timeout`` (seconds) raises `WatchTimeoutError` with the last seen task::
+        ``timeout`` (seconds) raises `WatchTimeoutError` with the last seen task:
 
             async for event in client.watch(task.id, timeout=600):
                 print(f"{event.elapsed:5.1f}s {event.previous} -> {event.status}")
@@ -283,7 +275,7 @@ class AsyncWanClient(ClientSettings):
         _task_path(task_id)
         self._lifecycle.check()
         events = watch_task(task_id, self._poll, poll=poll or self.poll, timeout=timeout,
-                            push=self.callbacks, plan=self._plan(task_id),
+                            push=self.callbacks, plan=self._watches.plan(task_id),
                             closed=self._lifecycle)
         tel = self._transport.telemetry
         return events if tel is None or not tel.active() else tel.watch(task_id, events)

@@ -46,7 +46,7 @@ class FanOut:
     """One `Outcome` per request, as each finishes (``ordered=True``: in input order).
 
     Use it as ``async for outcome in client.fan_out(requests)``, or, to be sure nothing
-    more is submitted once you stop reading::
+    more is submitted once you stop reading:
 
         async with client.fan_out(requests) as outcomes:
             async for outcome in outcomes:

@@ -90,7 +90,7 @@ def request_from_dict(payload: Mapping[str, Any]) -> VideoRequest:
     ``payload`` is ``{"model": ..., "input": {...}}`` as in the spec (the JSON of a batch
     line, or an item of ``fan_out``), optionally with ``"callback_url"`` and with
     ``"extra_input": {...}``, input fields sent as they are, unchecked, for a gateway
-    that accepts fields this SDK does not model yet::
+    that accepts fields this SDK does not model yet:
 
         request = wan.request_from_dict(
             {"model": "wan-2.6-text-to-video", "input": {"prompt": "a fox", "duration": 5}})

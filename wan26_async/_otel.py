@@ -10,9 +10,11 @@ Nothing secret is recorded: no header, no body, no exception message (a server's
 message may quote a callback URL); URLs pass through `redact_url`.
 
 Cost: the tracer and meter are resolved once per client. While the global providers
-are not set yet (opentelemetry's proxies), each call asks again, cheaply, so a client
-built before the SDK is configured still reports once it is; a no-op provider makes
-`load_telemetry` drop the telemetry altogether.
+are not set yet (opentelemetry's proxies), each call looks whether one has been set
+since, so a client built before the SDK is configured still reports once it is; that
+look reads the API's own module slots (an attribute each), not `get_tracer_provider()`,
+which searches ``os.environ`` on every call. A no-op provider makes `load_telemetry`
+drop the telemetry altogether.
 """
 
 from __future__ import annotations
@@ -39,9 +41,11 @@ if TYPE_CHECKING:
     from ._requests import VideoRequest
 
 try:  # the global meter provider before one is set (private in the API: guarded)
+    from opentelemetry.metrics import _internal as _metrics_globals
     from opentelemetry.metrics._internal import _ProxyMeterProvider as _ProxyMeters
 except ImportError:  # pragma: no cover - a newer API: its proxy then counts as set
     _ProxyMeters = None  # type: ignore[assignment,misc]
+    _metrics_globals = None  # type: ignore[assignment]
 
 __all__ = ["Attributes", "DURATION_BUCKETS", "OtelTelemetry", "SCHEMA_URL", "WAIT_BUCKETS",
            "error_type_of"]
@@ -109,8 +113,20 @@ class OtelTelemetry:
                         mp.get_meter("wan26_async", __version__, schema_url=SCHEMA_URL))
         self.pending = self._traces_pending or self._metrics_pending
 
+    def _maybe_set(self) -> bool:
+        """While pending: may a global provider have been set since the last look?
+
+        Reads the slots ``set_tracer_provider``/``set_meter_provider`` fill (None until
+        then; a slot not found counts as set). A provider named only by the
+        ``OTEL_PYTHON_*_PROVIDER`` variables is loaded when the client is built, so the
+        environment need not be searched again on every call.
+        """
+        return ((self._traces_pending and getattr(trace, "_TRACER_PROVIDER", 1) is not None)
+                or (self._metrics_pending
+                    and getattr(_metrics_globals, "_METER_PROVIDER", 1) is not None))
+
     def active(self) -> bool:
-        if self.pending:
+        if self.pending and self._maybe_set():
             self._resolve()
         return self.tracer is not None or self.instruments is not None
 
@@ -118,7 +134,7 @@ class OtelTelemetry:
 
     def call(self, name: str, *, task_id: str | None = None,
              request: VideoRequest | None = None) -> AbstractContextManager[CallSpan]:
-        if self.pending:
+        if self.pending and self._maybe_set():
             self._resolve()
         tracer = self.tracer
         if tracer is None:

@@ -6,6 +6,7 @@ closes everything it started (`close`, or `abandon` from ``__del__``). A call wh
 waiting thread is interrupted (Ctrl-C) is cancelled on the loop and unwinds there
 before the interrupt goes on up. A `LoopThread` belongs to the process that made it:
 after ``os.fork()`` the child has none of its thread, and every use raises `WanError`.
+Once closed, every use raises `ClientClosedError`, as the async client's calls do.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal
 
-from ._errors import APIConnectionError, WanError
+from ._errors import ClientClosedError, WanError
 
 __all__ = ["BlockingIterator", "LoopThread", "UNWIND_SECONDS"]
 
@@ -138,10 +139,16 @@ class LoopThread:
                 f"{self.name} per process, after the fork"
             )
         if self.closed:
-            raise APIConnectionError(f"the client is closed; create a new {self.name}")
+            raise self.closed_error()
         if threading.get_ident() == self.thread.ident:
             raise WanError(f"a {self.name} method was called on the client's own thread "
                            "(from a download progress callback?); call it from your code")
+
+    def closed_error(self, when: str = "") -> ClientClosedError:
+        """The error of a call on (or ended by) a closed client: what happened, what to do."""
+        return ClientClosedError(
+            f"this {self.name} was closed{when} (close() was called, or its 'with' block "
+            f"ended); make calls before closing it, or create a new client")
 
     def call_soon(self, func: Callable[[], T]) -> T:
         """Run plain ``func()`` on the loop's thread (for set-up: no cancellation)."""
@@ -160,14 +167,13 @@ class LoopThread:
 
         with self._lock:
             if self.closed:
-                raise APIConnectionError(f"the client is closed; create a new {self.name}")
+                raise self.closed_error()
             future = self.portal.start_task_soon(run)
             self._calls[future] = unwound
         try:
             return future.result()
-        except concurrent.futures.CancelledError:
-            raise APIConnectionError(f"the {self.name} was closed while this call ran") \
-                from None
+        except concurrent.futures.CancelledError:  # only `close` cancels a call's future
+            raise self.closed_error(" while this call ran") from None
         except BaseException:
             # Interrupted while waiting (KeyboardInterrupt from Ctrl-C, or an exception a
             # signal handler raised): cancel the call on the loop and let it unwind first.

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Protocol, cast
 import attrs
 
 from ._errors import ValidationError
+from ._fielddoc import describe
 from ._urls import url_problem
 
 __all__ = ["AspectRatio", "CREDITS_PER_SECOND", "DEFAULT_DURATION", "IMAGE_TO_VIDEO",
@@ -370,3 +371,7 @@ def use_payload_encoder(encoder: PayloadEncoder) -> None:
     """Make ``encoder`` the one `VideoRequest.to_payload` uses (`_encode` calls this)."""
     global _encoder
     _encoder = encoder
+
+
+for _cls in (VideoRequest, TextToVideo, ImageToVideo, ReferenceToVideo):
+    describe(_cls)  # the field table in help() and the reference, a readable signature

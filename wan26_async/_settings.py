@@ -29,7 +29,7 @@ class CallbackSource(PushSource, Protocol):
     @property
     def callback_url(self) -> str: ...
 
-    def expect(self, task_id: str) -> None: ...
+    def _expect(self, task_id: str) -> None: ...
 
 
 class ClientSettings:
@@ -103,7 +103,7 @@ class ClientSettings:
         poll schedule; settings not given are this client's. ``max_retries`` alone keeps
         the backoff of ``client.retry``. A view needs no closing: closing the client
         closes its views. Closing a view closes only the view (its later calls raise
-        `ClientClosedError`); the client stays open::
+        `ClientClosedError`); the client stays open:
 
             fast = client.with_options(timeout=10, max_retries=0)
             credits = await fast.get_credits()

@@ -19,11 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 from ._callbacks import CallbackReceiver
 from ._client import AsyncWanClient
-from ._config import DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, MAX_RESPONSE_BYTES, RetryPolicy
+from ._config import (
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_TIMEOUT,
+    MAX_RESPONSE_BYTES,
+    PollPolicy,
+    RetryPolicy,
+)
 from ._models import Credits, Outcome, Task, TaskEvent
 from ._portal import BlockingIterator, LoopThread
 from ._requests import VideoRequest
-from ._watch import PollPolicy
 
 if TYPE_CHECKING:
     from ._ratelimit import RateLimiter
@@ -37,7 +42,7 @@ class WanClient:
     The same client as `AsyncWanClient`, for code that does not run an event loop:
     scripts, threads, notebooks, Django or Flask views, Celery tasks. Every method of
     the async client is here, blocking, with the same arguments and the same
-    exceptions::
+    exceptions:
 
         with WanClient() as client:                  # WAN_API_KEY from the environment
             task = client.generate(TextToVideo(prompt="a robot in the rain"))
@@ -53,13 +58,6 @@ class WanClient:
     `ResourceWarning`. A client belongs to the process that made it: after
     ``os.fork()`` (Celery's prefork pool, ``multiprocessing``) make a new one in the
     child, where the parent's raises `WanError`.
-
-    The arguments are those of `AsyncWanClient`, except ``session`` (an aiohttp
-    session belongs to one event loop; this client's loop is private). A
-    ``callbacks`` receiver that is not running yet is started on the client's loop and
-    stopped when the client closes.
-
-    Raises `ConfigurationError` for a missing or malformed key or an unsafe base URL.
     """
 
     def __init__(
@@ -80,6 +78,38 @@ class WanClient:
         tracer_provider: object | None = None,
         meter_provider: object | None = None,
     ) -> None:
+        """Start the client's thread; the connection pool is opened by the first call.
+
+        The arguments are those of `AsyncWanClient`, except ``session`` (an aiohttp
+        session belongs to one event loop, and this client's loop is private):
+
+        - ``api_key``: the API key (``sk-...``); default ``$WAN_API_KEY``.
+        - ``base_url``: the gateway; default ``$WAN_BASE_URL``, else
+          ``https://api.aivideoapi.ai``.
+        - ``max_concurrency``: requests in flight at once, across every thread using the
+          client.
+        - ``max_retries``: how often one HTTP call is retried after a retryable failure
+          (default 5); or ``retry``, a `RetryPolicy` that sets the backoff too (not both).
+        - ``timeout``: seconds per HTTP call.
+        - ``rate_limiter``: replaces the in-process limiter the client makes and owns,
+          for example with ``wan26_async.redis.RedisRateLimiter`` to pace many processes
+          that share one key.
+        - ``callbacks``: a `CallbackReceiver`; creates carry its URL, and watches take the
+          updates it receives instead of polling. One not running yet is started on the
+          client's loop and stopped when the client closes.
+        - ``poll``: a `PollPolicy`, how watches poll.
+        - ``resend_ambiguous_creates``: resend a create whose reply was lost, with the same
+          ``Idempotency-Key`` (safe only on a gateway that honours the key).
+        - ``allow_insecure_http``: allow a plain ``http://`` base URL to a host other than
+          loopback (the key then travels unencrypted).
+        - ``max_response_bytes``: the largest reply body read; a bigger one raises
+          `MalformedResponseError`.
+        - ``tracer_provider``, ``meter_provider``: OpenTelemetry providers (``otel`` extra)
+          for this client's spans and metrics, instead of the global ones.
+
+        Raises `ConfigurationError` for a missing or malformed key, an unsafe base URL, or
+        a setting out of range.
+        """
         self._loop = loop = LoopThread("WanClient")
         self._started: CallbackReceiver | None = None  # a receiver this client started
         self._view = False  # a with_options view: shares the loop, does not own it
@@ -137,9 +167,10 @@ class WanClient:
         """Close the client: stop its open iterators and calls still running, close
         every connection it opened, end its thread. Idempotent.
 
-        Calls running in other threads at that moment raise `APIConnectionError`.
-        In a process forked from the one that made the client this only forgets it
-        (its thread does not exist there).
+        Calls running in other threads at that moment, and every call or watch after
+        it, raise `ClientClosedError` (as the async client's do). In a process forked
+        from the one that made the client this only forgets it (its thread does not
+        exist there).
         """
         if self._view:
             if not self._loop.closed and not self._loop.forked:
@@ -174,7 +205,7 @@ class WanClient:
         The view uses this client's thread, connection pool, ``max_concurrency``,
         limiter (``view.rate_limiter is client.rate_limiter``), callbacks and learned
         poll schedule; settings not given are this client's. A view needs no closing:
-        closing the client closes its views. Closing a view closes only the view::
+        closing the client closes its views. Closing a view closes only the view:
 
             fast = client.with_options(timeout=10, max_retries=0)
             credits = fast.get_credits()
@@ -206,7 +237,7 @@ class WanClient:
         Every create carries an ``Idempotency-Key`` (``idempotency_key``, or a fresh one).
 
         Raises `ValidationError` before any I/O for a bad request or callback URL;
-        `InsufficientCreditsError`, `SpendLimitError` and the other `APIError`\\ s; and,
+        `InsufficientCreditsError`, `SpendLimitError` and every other `APIError`; and,
         when the request was sent but no clear answer came back, an error that is also
         `AmbiguousSubmissionError` (the task may exist; it is not resent unless
         ``resend_ambiguous``/``resend_ambiguous_creates`` is set).
@@ -260,7 +291,7 @@ class WanClient:
         Transient failures (connection errors, 5xx, 429, malformed replies) are retried
         inside the watch; `TaskNotFoundError` and auth errors are raised.
         ``timeout`` (seconds) raises `WatchTimeoutError` with the last seen task.
-        ``close()`` the iterator (or use ``with``) to stop watching early::
+        ``close()`` the iterator (or use ``with``) to stop watching early:
 
             for event in client.watch(task.id, timeout=600):
                 print(f"{event.elapsed:5.1f}s {event.previous} -> {event.status}")
@@ -318,7 +349,7 @@ class WanClient:
 
         Leaving early never pays: ``close()``, the end of a ``with`` block or a
         ``break`` stops submitting; no create is sent afterwards (tasks already created
-        keep running on the server)::
+        keep running on the server):
 
             with client.fan_out(requests, concurrency=32) as outcomes:
                 for outcome in outcomes:

@@ -20,7 +20,6 @@ import asyncio
 import copy
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
@@ -48,6 +47,7 @@ from ._errors import (
 )
 from ._observe import Telemetry
 from ._ratelimit import RateLimiter
+from ._slots import Slots
 from ._version import __version__
 
 __all__ = ["Parser", "Transport"]
@@ -70,33 +70,6 @@ class _Retry(Exception):
         self.delay = delay
         self.sent = sent  # the request reached the server: a create may have made a task
         self.rate_limited = rate_limited  # a 429: ``delay`` is its Retry-After, or None
-
-
-class _Slots:
-    """``max_concurrency``: a count of free slots and a FIFO queue of waiters. A free
-    slot is taken by the caller without a coroutine (see `Transport.request`)."""
-
-    def __init__(self, size: int) -> None:
-        self.free = size
-        self.waiters: deque[asyncio.Future[None]] = deque()
-
-    async def wait(self) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters.append(fut)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.give()  # handed a slot just as we were cancelled: pass it on
-            raise
-
-    def give(self) -> None:
-        while self.waiters:
-            fut = self.waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)  # the slot goes straight to the next waiter
-                return
-        self.free += 1
 
 
 class Transport:
@@ -125,7 +98,7 @@ class Transport:
         }
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_concurrency = max_concurrency
-        self._slots = _Slots(max_concurrency)
+        self._slots = Slots(max_concurrency)
         self.retry = retry
         self.limiter = limiter
         self._session = session
@@ -215,10 +188,8 @@ class Transport:
         attempt = 0
         while True:
             # The hot path: no coroutine is made for a free slot or an open limiter.
-            if slots.free > 0 and not slots.waiters:
-                slots.free -= 1
-            else:
-                await slots.wait()
+            if not slots.try_take():
+                await slots.wait(idempotency_key is not None)
             try:
                 waited = 0.0
                 if not limiter.try_acquire():

@@ -1,14 +1,16 @@
 """Watching a task: the polling schedule and the events it yields.
 
-Polling cheaply at scale rests on one observation: tasks of the same shape (model,
-resolution, duration) take about as long as each other. A client's `PollPlanner`
-learns that time per shape from a few *scout* watches polled densely, and every other
-watch of the shape then polls once near its predicted finish, falling back to short
-polls if the task runs longer. Until a shape is learned, non-scouts back off
-exponentially and are woken the moment a scout learns. Completion is only ever
-reported from a reply that shows it.
+A watch of a task this client just created starts from the create reply: its first
+event (``PENDING``) costs no request. After that, polls follow what the client's
+`PollPlanner` (see `_planner`) has learned of the task's shape: up to a few *scout*
+watches per unknown shape poll densely to learn how long it takes; every other watch
+polls once near its predicted finish, falling back to short polls if the task runs
+longer. Until a shape is learned, non-scouts back off exponentially and are woken the
+moment a scout learns. With callbacks, a watch waits for them and polls only when one
+is late against the learned finish (a safety net). Completion is only ever reported
+from a reply that shows it.
 
-    create_task ──► watch ──► poll now ──► event (pending)
+    create_task ──► watch ──► event (pending, from the create reply)
                         │
         shape unknown ──┼── scout: poll every scout_interval ──► learns the duration
                         │                                             │ wakes the others
@@ -23,15 +25,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import statistics
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager
 from functools import partial
 from typing import Protocol, TypeVar
 
 import anyio
-import attrs
 
 from ._config import PollPolicy
 from ._config import spread as _spread
@@ -44,9 +43,9 @@ from ._errors import (
     WatchTimeoutError,
 )
 from ._models import Task, TaskEvent, TaskStatus
+from ._planner import WatchPlan
 
-__all__ = ["ClosedSignal", "PollPlanner", "PollPolicy", "PushSource", "Shape", "TRANSIENT",
-           "WatchPlan", "watch_task"]
+__all__ = ["ClosedSignal", "LATE_FACTOR", "LATE_GRACE", "PushSource", "TRANSIENT", "watch_task"]
 
 _log = logging.getLogger("wan26_async")
 
@@ -54,96 +53,25 @@ _log = logging.getLogger("wan26_async")
 TRANSIENT = (APIConnectionError, InternalServerError, UpstreamError, RateLimitError,
              MalformedResponseError)
 
-#: What tasks that take about as long share: (model, resolution, duration).
-Shape = tuple[str, str, int]
+#: A pushed watch polls when its callback is this much later than the learned finish:
+#: ``LATE_FACTOR`` times the learned duration, plus ``LATE_GRACE`` seconds (or the
+#: safety poll's first interval, if shorter).
+LATE_FACTOR = 1.5
+LATE_GRACE = 5.0
+
 T = TypeVar("T")
 
 
-class _ShapeStats:
-    __slots__ = ("active_scouts", "durations", "learned", "pendings")
-
-    def __init__(self) -> None:
-        self.durations: deque[float] = deque(maxlen=16)
-        self.pendings: deque[float] = deque(maxlen=16)
-        self.active_scouts = 0
-        self.learned = asyncio.Event()
-
-
-class PollPlanner:
-    """Learns how long tasks of each shape take, for one client's watches."""
-
-    def __init__(self) -> None:
-        self._shapes: dict[Shape, _ShapeStats] = {}
-
-    def _stats(self, shape: Shape) -> _ShapeStats:
-        stats = self._shapes.get(shape)
-        if stats is None:
-            stats = self._shapes[shape] = _ShapeStats()
-        return stats
-
-    def estimate(self, shape: Shape) -> tuple[float, float] | None:
-        """(pending seconds, total seconds) from creation, or None while unknown."""
-        stats = self._shapes.get(shape)
-        if stats is None or not stats.durations:
-            return None
-        pending = statistics.median(stats.pendings) if stats.pendings else 0.0
-        return pending, statistics.median(stats.durations)
-
-    def enlist(self, shape: Shape, policy: PollPolicy) -> bool:
-        """Should a new watch of ``shape`` scout? (Several while unknown, one after.)"""
-        stats = self._stats(shape)
-        wanted = policy.scouts if not stats.durations else min(1, policy.scouts)
-        if stats.active_scouts < wanted:
-            stats.active_scouts += 1
-            return True
-        return False
-
-    def discharge(self, shape: Shape) -> None:
-        """A scout's watch ended."""
-        self._stats(shape).active_scouts -= 1
-
-    def observe(self, shape: Shape, *, pending: float | None, total: float | None) -> None:
-        """Record precise observations (seconds from creation) and wake waiting watches."""
-        stats = self._stats(shape)
-        if pending is not None:
-            stats.pendings.append(pending)
-        if total is not None:
-            first = not stats.durations
-            stats.durations.append(total)
-            if first:
-                stats.learned.set()
-
-    async def wait_learned(self, shape: Shape, timeout: float) -> None:  # noqa: ASYNC109 - a wait
-        """Sleep up to ``timeout`` seconds, or until ``shape`` is first learned."""
-        stats = self._stats(shape)
-        if stats.durations or timeout <= 0:
-            await asyncio.sleep(max(0.0, timeout))
-            return
-        # A scope, not asyncio.wait_for: no inner task, and (Python 3.11) a cancellation
-        # arriving as the event is set is never swallowed.
-        with anyio.move_on_after(timeout):
-            await stats.learned.wait()
-
-
-@attrs.frozen
-class WatchPlan:
-    """What a watch knows of a task this client created: its shape and creation time."""
-
-    planner: PollPlanner
-    shape: Shape
-    created_at: float  # loop time
-
-
 class PushSource(Protocol):
-    """Where a watch takes pushed updates from (a ``CallbackReceiver``)."""
+    """Where a watch takes pushed updates from (a ``CallbackReceiver``'s plumbing)."""
 
     safety_poll: PollPolicy
 
-    def latest(self, task_id: str) -> Task | None: ...
+    def _pushed(self, task_id: str) -> Task | None: ...
 
-    async def wait_for_update(self, task_id: str, timeout: float) -> Task | None: ...  # noqa: ASYNC109
+    async def _wait_pushed(self, task_id: str, timeout: float) -> Task | None: ...  # noqa: ASYNC109
 
-    def forget(self, task_id: str) -> None: ...
+    def _forget(self, task_id: str) -> None: ...
 
 
 class ClosedSignal(Protocol):
@@ -178,22 +106,25 @@ async def watch_task(
 
     A status never moves backwards (a stale reply is ignored), an unknown status is
     logged and polled past, and transient failures of a poll are retried here. With
-    ``push``, updates come from callbacks and polling is only a slow safety net; with
-    ``plan`` (and ``poll.learn``), polls follow the learned schedule described above.
-    With ``closed``, a wait between polls ends at once when the client closes (its
-    `ClientClosedError` is raised: a closed client never polls on).
+    ``plan`` (a task this client created), the first event comes from its create reply
+    (``plan.seed``) when there is one, and (with ``poll.learn``) polls follow the learned
+    schedule described above. With ``push``, updates come from callbacks and polling is
+    only a safety net, late against the learned finish. With ``closed``, a wait between
+    polls ends at once when the client closes (its `ClientClosedError` is raised: a
+    closed client never polls on).
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = None if timeout is None else started + timeout
     previous: TaskStatus | None = None
     last: Task | None = None
-    polls = 0  # polls of the plain backoff so far
+    polls = 0  # polls of the plain (or safety) backoff so far
     misses = 0  # polls past a predicted finish that found the task still running
-    if not poll.learn or push is not None:
+    seed = None if plan is None else plan.seed
+    if not poll.learn:
         plan = None
-    scout = plan is not None and plan.planner.enlist(plan.shape, poll)
-    last_poll = started
+    scout = plan is not None and push is None and plan.planner.enlist(plan.shape, poll)
+    last_poll = started if seed is None or plan is None else plan.created_at
 
     def remaining() -> float | None:
         return None if deadline is None else deadline - loop.time()
@@ -218,17 +149,20 @@ async def watch_task(
             last_poll = loop.time()
         return None
 
-    def learn(status: TaskStatus, polled_before: float) -> None:
-        # An observation is precise when the poll before it was recent.
-        if plan is None or last_poll - polled_before > 2 * poll.scout_interval + 0.05:
+    def learn(status: TaskStatus, seen_at: float, since: float | None) -> None:
+        # An observation is precise when it was pushed (``since`` None: a callback comes
+        # as the status changes) or when the poll before it was recent.
+        if plan is None or (since is not None
+                            and seen_at - since > 2 * poll.scout_interval + 0.05):
             return
-        age = last_poll - plan.created_at
+        age = seen_at - plan.created_at
         if status is TaskStatus.PROCESSING and previous is TaskStatus.PENDING:
             plan.planner.observe(plan.shape, pending=age, total=None)
         elif status is TaskStatus.COMPLETED:
             plan.planner.observe(plan.shape, pending=None, total=age)
 
-    def planned_wait(status: TaskStatus | None) -> float | None:
+    def planned_wait() -> float | None:
+        # Seconds to the next poll by the learned schedule; None: no schedule yet.
         nonlocal misses
         if plan is None:
             return None
@@ -237,19 +171,21 @@ async def watch_task(
         estimate = plan.planner.estimate(plan.shape)
         if estimate is None:
             return None
-        pending, total = estimate
         now = loop.time()
+        total = estimate[1]
+        if push is not None:  # callbacks: poll only once the callback is late
+            grace = min(LATE_GRACE, push.safety_poll.initial)
+            late = plan.created_at + total * LATE_FACTOR + grace
+            return late - now if now < late else None
         target = plan.created_at + total + poll.settle
-        if status is TaskStatus.PENDING and now < plan.created_at + pending:
-            target = plan.created_at + pending + poll.settle
         if now < target:
             return target - now + random.uniform(0.0, poll.settle)
         misses += 1
         return min(poll.initial, poll.scout_interval * 1.5 ** min(misses - 1, 32))
 
     try:
-        polled_before = started
-        task = await poll_once()
+        polled_before: float | None = started
+        task = seed if seed is not None else await poll_once()
         while True:
             if task is not None:
                 last = task
@@ -260,7 +196,8 @@ async def watch_task(
                                  extra={"wan_task_id": task_id, "wan_status": task.status_text})
                 elif previous is None or status.rank > previous.rank:
                     if previous is not None:
-                        learn(status, polled_before)
+                        learn(status, loop.time() if polled_before is None else last_poll,
+                              polled_before)
                     _log.debug("watch %s: %s", task_id, status.value, extra={
                         "wan_task_id": task_id, "wan_status": status.value,
                         "wan_previous": None if previous is None else previous.value})
@@ -269,19 +206,20 @@ async def watch_task(
                     previous = status
                     if status.is_terminal:
                         return
-            planned = planned_wait(previous)
+            planned = planned_wait()
             policy = poll if push is None else push.safety_poll
             wait = policy.interval(polls) if planned is None else planned
             left = remaining()
             if left is not None:
                 wait = min(wait, max(0.0, left))
             if push is not None:
-                pushed = push.latest(task_id)
+                pushed = push._pushed(task_id)
                 if pushed is None or previous is None or pushed.status.rank <= previous.rank:
                     pushed = await _unless_closed(
-                        closed, partial(push.wait_for_update, task_id, wait))
+                        closed, partial(push._wait_pushed, task_id, wait))
                 if pushed is not None:
                     task = pushed
+                    polled_before = None  # pushed: seen as it happened
                     continue
             elif plan is not None and planned is None:
                 await _unless_closed(closed, partial(plan.planner.wait_learned, plan.shape,
@@ -294,6 +232,6 @@ async def watch_task(
             task = await poll_once()
     finally:
         if push is not None:
-            push.forget(task_id)
+            push._forget(task_id)
         if scout and plan is not None:
             plan.planner.discharge(plan.shape)

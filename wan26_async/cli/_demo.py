@@ -9,10 +9,10 @@ import time
 from collections.abc import Callable
 
 from .._client import AsyncWanClient
+from .._config import PollPolicy
 from .._errors import WanError
 from .._models import Task, TaskStatus
 from .._requests import ImageToVideo, ReferenceToVideo, TextToVideo, VideoRequest
-from .._watch import PollPolicy
 from ._live import live_board
 
 __all__ = ["demo_requests", "run_demo"]

@@ -10,7 +10,7 @@ Fixtures:
 
 ``wan_server_options``
     A dict of extra `FakeWanServer` keyword arguments, empty by default. Override it
-    in a test module or ``conftest.py`` to configure the server::
+    in a test module or ``conftest.py`` to configure the server:
 
         import pytest
         from wan26_async.testing import TokenBucket

@@ -57,12 +57,12 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class FakeWanServer(Api):
     """An emulator of the Wan 2.6 API on a loopback port, for tests, demos and benchmarks.
 
-    Example::
+    Example:
 
         async with FakeWanServer(time_scale=0.01) as server:
             ...  # point a client at server.base_url with server.api_key
 
-    or, from synchronous code or another event loop::
+    or, from synchronous code or another event loop:
 
         with FakeWanServer().run_in_thread() as server:
             ...

@@ -1,0 +1,143 @@
+"""What a client's watches know before they poll: tasks it created, and how long each
+shape of task takes.
+
+Polling cheaply at scale rests on two observations. A task this client just created
+is ``PENDING`` (the create reply said so): its watch needs no poll to say it. And tasks
+of the same shape (model, resolution, duration) take about as long as each other: a
+`PollPlanner` learns that time per shape from a few *scout* watches polled densely, or
+from callbacks, and every other watch of the shape then polls once near its predicted
+finish. `Watches` holds both for one client (its views share it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from collections import deque
+
+import anyio
+import attrs
+
+from ._config import PollPolicy
+from ._models import Task
+
+__all__ = ["MAX_PLANS", "MAX_SEEDS", "PollPlanner", "Shape", "WatchPlan", "Watches"]
+
+#: What tasks that take about as long share: (model, resolution, duration).
+Shape = tuple[str, str, int]
+
+#: How many recently created tasks a client remembers for its poll schedule.
+MAX_PLANS = 100_000
+#: How many create replies are kept for watches not yet started (a task created and
+#: never watched holds one until this many newer ones push it out).
+MAX_SEEDS = 10_000
+
+
+class _ShapeStats:
+    __slots__ = ("active_scouts", "durations", "learned", "pendings")
+
+    def __init__(self) -> None:
+        self.durations: deque[float] = deque(maxlen=16)
+        self.pendings: deque[float] = deque(maxlen=16)
+        self.active_scouts = 0
+        self.learned = asyncio.Event()
+
+
+class PollPlanner:
+    """Learns how long tasks of each shape take, for one client's watches."""
+
+    def __init__(self) -> None:
+        self._shapes: dict[Shape, _ShapeStats] = {}
+
+    def _stats(self, shape: Shape) -> _ShapeStats:
+        stats = self._shapes.get(shape)
+        if stats is None:
+            stats = self._shapes[shape] = _ShapeStats()
+        return stats
+
+    def estimate(self, shape: Shape) -> tuple[float, float] | None:
+        """(pending seconds, total seconds) from creation, or None while unknown."""
+        stats = self._shapes.get(shape)
+        if stats is None or not stats.durations:
+            return None
+        pending = statistics.median(stats.pendings) if stats.pendings else 0.0
+        return pending, statistics.median(stats.durations)
+
+    def enlist(self, shape: Shape, policy: PollPolicy) -> bool:
+        """Should a new watch of ``shape`` scout? (Several while unknown, one after.)"""
+        stats = self._stats(shape)
+        wanted = policy.scouts if not stats.durations else min(1, policy.scouts)
+        if stats.active_scouts < wanted:
+            stats.active_scouts += 1
+            return True
+        return False
+
+    def discharge(self, shape: Shape) -> None:
+        """A scout's watch ended."""
+        self._stats(shape).active_scouts -= 1
+
+    def observe(self, shape: Shape, *, pending: float | None, total: float | None) -> None:
+        """Record precise observations (seconds from creation) and wake waiting watches."""
+        stats = self._stats(shape)
+        if pending is not None:
+            stats.pendings.append(pending)
+        if total is not None:
+            first = not stats.durations
+            stats.durations.append(total)
+            if first:
+                stats.learned.set()
+
+    async def wait_learned(self, shape: Shape, timeout: float) -> None:  # noqa: ASYNC109 - a wait
+        """Sleep up to ``timeout`` seconds, or until ``shape`` is first learned."""
+        stats = self._stats(shape)
+        if stats.durations or timeout <= 0:
+            await asyncio.sleep(max(0.0, timeout))
+            return
+        # A scope, not asyncio.wait_for: no inner task, and (Python 3.11) a cancellation
+        # arriving as the event is set is never swallowed.
+        with anyio.move_on_after(timeout):
+            await stats.learned.wait()
+
+
+@attrs.frozen
+class WatchPlan:
+    """What a watch knows of a task this client created: its shape, its creation time
+    (loop time) and, for the first watch of it, the create reply's task (``seed``)."""
+
+    planner: PollPlanner
+    shape: Shape
+    created_at: float
+    seed: Task | None = None
+
+
+class Watches:
+    """One client's record of the tasks it created, for the watches of them."""
+
+    def __init__(self) -> None:
+        self.planner = PollPlanner()
+        # Plain values (a float and a shared shape tuple) for every task: keeping
+        # thousands of fresh objects alive here would make the garbage collector scan
+        # them. The create reply's task is kept only until a watch takes it.
+        self._created_at: dict[str, float] = {}
+        self._shape_of: dict[str, Shape] = {}
+        self._seeds: dict[str, Task] = {}
+
+    def created(self, task: Task, shape: Shape) -> None:
+        """This client just created ``task`` (status ``PENDING``), of ``shape``."""
+        self._created_at[task.id] = asyncio.get_running_loop().time()
+        self._shape_of[task.id] = shape
+        self._seeds[task.id] = task
+        if len(self._created_at) > MAX_PLANS:
+            oldest = next(iter(self._created_at))
+            del self._created_at[oldest], self._shape_of[oldest]
+        if len(self._seeds) > MAX_SEEDS:
+            del self._seeds[next(iter(self._seeds))]
+
+    def plan(self, task_id: str) -> WatchPlan | None:
+        """The plan of a new watch of ``task_id``; None for a task created elsewhere.
+        The first watch of a task gets its create reply as the seed."""
+        created = self._created_at.get(task_id)
+        if created is None:
+            return None
+        return WatchPlan(self.planner, self._shape_of[task_id], created,
+                         self._seeds.pop(task_id, None))
