@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import wan26_async as wan
-from wan26_async._batch import BatchError, Journal, load_jobs, read_jobs, run_batch
+from wan26_async._batch import Journal, run_batch
+from wan26_async._jobs import BatchError, load_jobs, read_jobs
 from wan26_async.testing import FakeWanServer
 
 from .conftest import FAST, FAST_POLL, FAST_RETRY, client_tasks, eventually

@@ -32,7 +32,7 @@ def creates(server: FakeWanServer) -> list[Any]:
 async def test_spec_examples_arrive_on_the_wire_exactly(
     client: wan.AsyncWanClient, server: FakeWanServer, example: dict[str, Any]
 ) -> None:
-    request = wan._wire.request_from_payload(example)  # type: ignore[attr-defined]
+    request = wan.request_from_dict(example)
     task = await client.create_task(request, callback_url=HOOK)
     (received,) = creates(server)
     assert received.json == {"model": example["model"], "callback_url": HOOK,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import wan26_async as wan
-from wan26_async._batch import BatchError, load_jobs
+from wan26_async._jobs import BatchError, load_jobs
 from wan26_async.testing import FakeWanServer
 
 T2V = "wan-2.6-text-to-video"
@@ -27,11 +27,8 @@ def refused(payload: Any) -> wan.ValidationError:
     return info.value
 
 
-def test_the_dict_function_is_public_and_the_old_private_name_still_works() -> None:
+def test_the_dict_function_is_public() -> None:
     assert "request_from_dict" in wan.__all__
-    from wan26_async._wire import request_from_payload
-
-    assert request_from_payload is wan.request_from_dict
     request = wan.request_from_dict({"model": T2V, "input": {"prompt": "p", "duration": 2}})
     assert request == wan.TextToVideo(prompt="p", duration=2)
     assert request.estimated_credits == 80

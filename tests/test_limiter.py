@@ -10,6 +10,8 @@ import wan26_async as wan
 from wan26_async._ratelimit import fit_bucket, fit_rate
 from wan26_async.testing import FakeWanServer, FixedWindow, TokenBucket
 
+from .conftest import eventually
+
 REQUEST = wan.TextToVideo(prompt="p", resolution="720p", duration=2)
 MANY_RETRIES = wan.RetryPolicy(max_retries=100, initial_backoff=0.01)
 
@@ -107,12 +109,12 @@ async def test_a_told_rate_paces_from_the_first_request_without_429s() -> None:
         limiter = wan.InProcessRateLimiter(rate=100)
         async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
                                       rate_limiter=limiter) as client:
-            loop = asyncio.get_running_loop()
-            started = loop.time()
             await asyncio.gather(*(client.create_task(REQUEST) for _ in range(40)))
-            elapsed = loop.time() - started
+    # 40 at once would find a burst of 5: the server's bucket is the judge of the pace.
+    # How close to the told rate it runs is measured on a simulated clock
+    # (tests/test_learner_sim.py::test_a_told_rate_is_kept_whatever_the_replies).
     assert server.stats.rate_limited == 0
-    assert 0.35 <= elapsed < 1.5  # 40 at 100/s
+    assert len(server.tasks) == 40 and limiter.pauses == 0
 
 
 async def test_an_untold_token_bucket_is_learned_with_few_429s() -> None:
@@ -136,16 +138,13 @@ async def test_a_fixed_window_is_ridden_without_a_429_storm() -> None:
         limiter = wan.InProcessRateLimiter()
         async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
                                       rate_limiter=limiter, retry=MANY_RETRIES) as client:
-            loop = asyncio.get_running_loop()
-            started = loop.time()
             await asyncio.gather(*(client.create_task(REQUEST) for _ in range(150)))
-            elapsed = loop.time() - started
     assert len(server.tasks) == 150
-    # one wave while the limit is unknown, then a pause per window at most: no storm
-    # (a hand-written retry loop sees several 429s per request)
+    # one wave while the limit is unknown, then a pause per window at most: no storm and
+    # no backoff spiral (a hand-written retry loop sees several 429s per request); the
+    # pace within the windows is measured on a simulated clock (tests/test_learner_sim.py)
     assert server.stats.rate_limited <= 45
     assert limiter.pauses <= 4
-    assert elapsed < 4.5  # three windows' worth, not a backoff spiral
 
 
 async def test_the_slow_start_keeps_the_first_wave_of_429s_small() -> None:
@@ -155,10 +154,13 @@ async def test_the_slow_start_keeps_the_first_wave_of_429s_small() -> None:
         async with wan.AsyncWanClient(api_key=server.api_key, base_url=server.base_url,
                                       rate_limiter=limiter, retry=MANY_RETRIES) as client:
             first = asyncio.gather(*(client.create_task(REQUEST) for _ in range(64)))
-            while limiter.pauses == 0:  # noqa: ASYNC110 - wait for the first pause
-                await asyncio.sleep(0.001)
-            await asyncio.sleep(0.05)
+            await eventually(lambda: limiter.pauses > 0)
+            gate = limiter.paused_until
+            # the first wave is what left before the pause: all of it is answered (and
+            # released) while the pause lasts, since nothing leaves until it ends
+            await eventually(lambda: limiter._in_flight == 0)
             refused_in_first_wave = server.stats.rate_limited
+            assert asyncio.get_running_loop().time() < gate  # counted before wave two
             first.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await first

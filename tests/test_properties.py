@@ -24,15 +24,8 @@ from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
 import wan26_async as wan
-from wan26_async._errors import error_from_reply
-from wan26_async._transport import parse_retry_after
-from wan26_async._wire import (
-    decode_json,
-    parse_credits,
-    parse_task,
-    request_from_payload,
-    unwrap_envelope,
-)
+from wan26_async._decode import decode_json, error_from_reply, parse_retry_after, unwrap_envelope
+from wan26_async._parse import parse_credits, parse_task
 
 SETTINGS = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -323,9 +316,9 @@ def test_unstructure_then_structure_round_trips(request: wan.VideoRequest) -> No
     modeled = {k: v for k, v in payload["input"].items() if k not in request.extra_input}
     # given as a dict, unmodeled fields are named on purpose, beside "input"
     body = {**payload, "input": modeled, "extra_input": dict(request.extra_input)}
-    assert request_from_payload(body) == request
+    assert wan.request_from_dict(body) == request
     # and through JSON, as a batch file or a fan_out body would carry it
-    assert request_from_payload(json.loads(json.dumps(body))) == request
+    assert wan.request_from_dict(json.loads(json.dumps(body))) == request
     assert None not in modeled.values()  # unset fields are not sent
 
 

@@ -8,7 +8,6 @@ import attrs
 import pytest
 
 import wan26_async as wan
-from wan26_async._wire import request_from_payload
 
 IMG = "https://example.com/a.png"
 VID = "https://example.com/a.mp4"
@@ -104,7 +103,7 @@ def test_payload_round_trips_through_the_converter(cls: type[wan.VideoRequest]) 
     assert payload["input"]["new_field"] == {"x": 1}
     # On the wire the extra is merged into input; given as a dict it is named on purpose.
     del payload["input"]["new_field"]
-    assert request_from_payload({**payload, "extra_input": {"new_field": {"x": 1}}}) == request
+    assert wan.request_from_dict({**payload, "extra_input": {"new_field": {"x": 1}}}) == request
 
 
 def test_default_models_are_the_spec_names_and_any_model_is_accepted() -> None:

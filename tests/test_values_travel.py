@@ -91,7 +91,7 @@ SAMPLES: dict[str, Callable[[], BaseException]] = {
 
 
 def _batch_error() -> BaseException:
-    from wan26_async._batch import BatchError
+    from wan26_async._jobs import BatchError
 
     return BatchError("jobs.jsonl: 2 invalid line(s)", ["line 1: not JSON", "line 3: bad"])
 

@@ -11,9 +11,8 @@ from aioresponses import aioresponses
 from multidict import CIMultiDict
 
 import wan26_async as wan
-from wan26_async._errors import error_from_reply
-from wan26_async._transport import parse_retry_after
-from wan26_async._wire import parse_credits, parse_task, unwrap_envelope
+from wan26_async._decode import error_from_reply, parse_retry_after, unwrap_envelope
+from wan26_async._parse import parse_credits, parse_task
 
 BASE = "https://api.example.test"
 KEY = "sk-unit-0000000000000000"

@@ -23,11 +23,12 @@ from aiohttp import web
 from yarl import URL
 
 from ._config import PollPolicy
+from ._decode import unwrap_envelope
 from ._errors import ConfigurationError, WanError
 from ._models import Task, TaskStatus
-from ._wire import parse_task, unwrap_envelope
+from ._parse import parse_task
 
-__all__ = ["CallbackReceiver"]
+__all__ = ["CallbackReceiver", "DEFAULT_SAFETY_POLL", "MAX_CALLBACK_BYTES"]
 
 _log = logging.getLogger("wan26_async")
 

@@ -26,25 +26,21 @@ from ._config import (
     check_base_url,
 )
 from ._download import download
+from ._encode import new_idempotency_key, request_body
 from ._errors import ConfigurationError, TaskFailedError, ValidationError
 from ._fanout import FanOut
 from ._lifecycle import Lifecycle
 from ._models import Credits, Task, TaskEvent, TaskStatus
-from ._observe import NO_SPAN, load_telemetry
+from ._observe import NO_SPAN
+from ._parse import parse_create_reply, parse_credits, parse_task
 from ._planner import Watches
 from ._ratelimit import InProcessRateLimiter, RateLimiter
-from ._requests import VideoRequest, url_problem
+from ._requests import VideoRequest, request_shape
 from ._settings import CallbackSource, ClientSettings
+from ._telemetry import load_telemetry
 from ._transport import Transport
+from ._urls import url_problem
 from ._watch import watch_task
-from ._wire import (
-    new_idempotency_key,
-    parse_create_reply,
-    parse_credits,
-    parse_task,
-    request_body,
-    request_shape,
-)
 
 __all__ = ["AsyncWanClient"]
 

@@ -20,10 +20,11 @@ import aiohttp
 from yarl import URL
 
 from ._config import RetryPolicy
-from ._errors import APIConnectionError, APIError, ValidationError, request_id_of
+from ._decode import request_id_of
+from ._errors import APIConnectionError, APIError, ValidationError
 from ._observe import Telemetry, redact_url
 
-__all__ = ["download"]
+__all__ = ["CHUNK", "Progress", "download"]
 
 _log = logging.getLogger("wan26_async")
 

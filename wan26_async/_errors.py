@@ -1,4 +1,5 @@
-"""The exception tree of wan26-async, and the mapping from an error reply to it.
+"""The exception tree of wan26-async. It imports nothing of the package: which reply
+becomes which error is decided in `wan26_async._decode` (one table of codes).
 
     WanError
     ├── ConfigurationError (also ValueError)       a client set up wrongly (key, base URL)
@@ -32,7 +33,6 @@ an `InternalServerError` and an `AmbiguousSubmissionError`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -63,11 +63,8 @@ __all__ = [
     "ValidationError",
     "WanError",
     "WatchTimeoutError",
-    "error_from_reply",
+    "as_ambiguous",
 ]
-
-#: How much of a non-JSON error body an exception keeps (proxy HTML pages can be big).
-MAX_ERROR_TEXT = 2000
 
 
 class WanError(Exception):
@@ -194,8 +191,20 @@ class RateLimitError(APIError):
     server asked for a wait longer than ``RetryPolicy.max_retry_after``.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status_code: int,
+        code: str | None = None,
+        type: str | None = None,
+        body: object = None,
+        request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, code=code, type=type, body=body,
+                         request_id=request_id, headers=headers)
         self.retry_after = retry_after
 
 
@@ -315,130 +324,3 @@ def as_ambiguous(err: WanError, idempotency_key: str) -> WanError:
     new.idempotency_key = idempotency_key  # type: ignore[attr-defined]
     new.__cause__ = err.__cause__
     return new
-
-
-_BY_CODE: dict[str, type[APIError]] = {
-    "invalid_request": BadRequestError,
-    "invalid_api_key": AuthenticationError,
-    "insufficient_credits": InsufficientCreditsError,
-    "ip_not_allowed": PermissionDeniedError,
-    "model_not_found": ModelNotFoundError,
-    "task_not_found": TaskNotFoundError,
-    "rate_limit_exceeded": RateLimitError,
-    "spend_limit_exceeded": SpendLimitError,
-    "internal_error": InternalServerError,
-    "upstream_error": UpstreamError,
-}
-
-#: The HTTP status the spec gives each error code.
-STATUS_BY_CODE: dict[str, int] = {
-    "invalid_request": 400,
-    "invalid_api_key": 401,
-    "insufficient_credits": 402,
-    "ip_not_allowed": 403,
-    "model_not_found": 404,
-    "task_not_found": 404,
-    "rate_limit_exceeded": 429,
-    "spend_limit_exceeded": 429,
-    "internal_error": 500,
-    "upstream_error": 503,
-}
-
-_BY_STATUS: dict[int, type[APIError]] = {
-    400: BadRequestError,
-    401: AuthenticationError,
-    402: InsufficientCreditsError,
-    403: PermissionDeniedError,
-    404: NotFoundError,
-    429: RateLimitError,
-    500: InternalServerError,
-    503: UpstreamError,
-}
-
-_HINTS: dict[type[APIError], str] = {
-    AuthenticationError: "check WAN_API_KEY (it must start with 'sk-' and be active)",
-    InsufficientCreditsError: "top up in Dashboard > Billing",
-    PermissionDeniedError: "add this machine's IP to the key's allowlist",
-    SpendLimitError: "raise the key's spend limit or wait for its period to end",
-}
-
-
-def _class_for(status: int, code: str | None) -> type[APIError]:
-    if code is not None and code in _BY_CODE:
-        cls = _BY_CODE[code]
-        # A code that contradicts the status (a 429 carrying "invalid_request") is
-        # believed only when the status agrees on the family; otherwise the status wins.
-        if status == 429 and cls not in (RateLimitError, SpendLimitError):
-            return RateLimitError
-        return cls
-    if status in _BY_STATUS:
-        return _BY_STATUS[status]
-    if status >= 500:
-        return InternalServerError
-    if status == 429:
-        return RateLimitError
-    return APIError
-
-
-def error_from_reply(
-    status: int,
-    body: bytes,
-    headers: Mapping[str, str],
-    *,
-    retry_after: float | None = None,
-) -> APIError:
-    """Build the right `APIError` for an error reply, whatever its body looks like.
-
-    The error envelope ``{"error": {"code", "message", "type"}}`` is used when present;
-    anything else (proxy HTML, empty, truncated JSON) still maps by HTTP status and keeps
-    the text, cut to `MAX_ERROR_TEXT` characters. Never raises.
-    """
-    code: str | None = None
-    etype: str | None = None
-    message: str | None = None
-    decoded: object
-    try:
-        decoded = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
-        decoded = body[:MAX_ERROR_TEXT].decode("utf-8", "replace")
-    if isinstance(decoded, dict):
-        err = decoded.get("error")
-        if isinstance(err, dict):
-            code = _str_or_none(err.get("code"))
-            etype = _str_or_none(err.get("type"))
-            message = _str_or_none(err.get("message"))
-        elif isinstance(err, str):
-            message = err
-        if message is None:
-            message = _str_or_none(decoded.get("msg")) or _str_or_none(decoded.get("message"))
-    cls = _class_for(status, code)
-    if message is None:
-        snippet = decoded.strip()[:200] if isinstance(decoded, str) else ""
-        message = f"unexpected HTTP {status} reply" + (f": {snippet!r}" if snippet else "")
-    hint = _HINTS.get(cls)
-    if hint:
-        message = f"{message} ({hint})"
-    request_id = request_id_of(headers)
-    kw: dict[str, Any] = {
-        "status_code": status,
-        "code": code,
-        "type": etype,
-        "body": decoded,
-        "request_id": request_id,
-        "headers": headers,
-    }
-    if cls is RateLimitError:
-        return RateLimitError(message, retry_after=retry_after, **kw)
-    return cls(message, **kw)
-
-
-def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "x-trace-id")
-
-
-def request_id_of(headers: Mapping[str, str]) -> str | None:
-    lowered = {key.lower(): value for key, value in headers.items()}
-    return next((lowered[name] for name in _REQUEST_ID_HEADERS if name in lowered), None)

@@ -21,12 +21,12 @@ from typing import Any, Protocol
 import anyio
 
 from ._errors import InsufficientCreditsError, NotSubmittedError, TaskFailedError, WanError
+from ._from_dict import request_from_dict
 from ._models import Credits, Outcome, Task
 from ._pool import SubmitPool
 from ._requests import VideoRequest
-from ._wire import request_from_payload
 
-__all__ = ["FanOut"]
+__all__ = ["Client", "FanOut", "Item"]
 
 Item = VideoRequest | Mapping[str, Any]
 
@@ -182,7 +182,7 @@ class _Run:
         client = self.client
         try:
             if not isinstance(item, VideoRequest):
-                request = built = request_from_payload(item)
+                request = built = request_from_dict(item)
                 hook = item.get("callback_url", hook)
             else:
                 built = item
@@ -288,7 +288,7 @@ async def _check_balance(client: Client, items: list[Item]) -> None:
     needed = 0
     for item in items:
         try:
-            request = item if isinstance(item, VideoRequest) else request_from_payload(item)
+            request = item if isinstance(item, VideoRequest) else request_from_dict(item)
         except WanError:
             continue  # reported as that request's outcome
         needed += request.estimated_credits

@@ -23,8 +23,8 @@ from ._requests import (
     ReferenceToVideo,
     TextToVideo,
     VideoRequest,
-    url_problem,
 )
+from ._urls import url_problem
 
 __all__ = ["MODEL_ALIASES", "request_from_dict"]
 

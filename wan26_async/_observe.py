@@ -1,20 +1,19 @@
 """What the client, transport, watch and download tell telemetry, without opentelemetry.
 
-The core imports only this module. `load_telemetry` imports `_otel` (which imports
-opentelemetry) the first time a client is built, and only when opentelemetry is
-importable; without it, or with no-op providers, a client holds no telemetry at all
-(``None``), and every hook on the hot path is one ``is None`` test.
+The core imports only this module and `wan26_async._telemetry`, whose `load_telemetry`
+imports `_otel` (which imports opentelemetry) the first time a client is built, and
+only when opentelemetry is importable; without it, or with no-op providers, a client
+holds no telemetry at all (``None``), and every hook on the hot path is one ``is None``
+test.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-from ._errors import ConfigurationError
 
 if TYPE_CHECKING:
     from yarl import URL
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
     from ._models import TaskEvent
     from ._requests import VideoRequest
 
-__all__ = ["NO_SPAN", "Attempt", "CallSpan", "Telemetry", "load_telemetry", "redact_url"]
+__all__ = ["NO_SPAN", "Attempt", "AttributeValue", "CallSpan", "Telemetry", "redact_url"]
 
 AttributeValue = str | bool | int | float
 
@@ -81,33 +80,6 @@ class _NoSpan:
 
 
 NO_SPAN = _NoSpan()
-_loaded: Callable[[object | None, object | None], Telemetry] | None = None
-_missing = False  # opentelemetry is not importable: do not search for it again
-
-
-def load_telemetry(tracer_provider: object | None, meter_provider: object | None
-                   ) -> Telemetry | None:
-    """The telemetry of a new client, or None when nothing could ever record.
-
-    Raises `ConfigurationError` for a provider given without opentelemetry installed,
-    or one that is not an opentelemetry provider.
-    """
-    global _loaded, _missing
-    if _loaded is None and not _missing:
-        try:
-            from ._otel import OtelTelemetry
-        except ImportError:
-            _missing = True
-        else:
-            _loaded = OtelTelemetry
-    if _loaded is None:
-        if tracer_provider is not None or meter_provider is not None:
-            raise ConfigurationError(
-                "tracer_provider/meter_provider need opentelemetry: "
-                "pip install 'wan26-async[otel]'")
-        return None
-    telemetry = _loaded(tracer_provider, meter_provider)
-    return telemetry if telemetry.active() or telemetry.pending else None
 
 
 def redact_url(url: str) -> str:

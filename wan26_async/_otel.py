@@ -47,7 +47,8 @@ except ImportError:  # pragma: no cover - a newer API: its proxy then counts as 
     _ProxyMeters = None  # type: ignore[assignment,misc]
     _metrics_globals = None  # type: ignore[assignment]
 
-__all__ = ["OtelTelemetry"]
+__all__ = ["Attributes", "DURATION_BUCKETS", "OtelTelemetry", "SCHEMA_URL", "WAIT_BUCKETS",
+           "error_type_of"]
 
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.26.0"
 #: The HTTP conventions' advised buckets for request durations (seconds).

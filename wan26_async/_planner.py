@@ -21,7 +21,7 @@ import attrs
 from ._config import PollPolicy
 from ._models import Task
 
-__all__ = ["PollPlanner", "Shape", "WatchPlan", "Watches"]
+__all__ = ["MAX_PLANS", "MAX_SEEDS", "PollPlanner", "Shape", "WatchPlan", "Watches"]
 
 #: What tasks that take about as long share: (model, resolution, duration).
 Shape = tuple[str, str, int]

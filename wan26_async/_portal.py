@@ -27,7 +27,7 @@ from anyio.from_thread import BlockingPortal
 
 from ._errors import ClientClosedError, WanError
 
-__all__ = ["BlockingIterator", "LoopThread"]
+__all__ = ["BlockingIterator", "LoopThread", "UNWIND_SECONDS"]
 
 T = TypeVar("T")
 

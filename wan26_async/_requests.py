@@ -1,32 +1,28 @@
 """The three request classes, their enums, every rule of the spec, and pricing.
 
 A request is checked once, when it is built; a frozen request is never re-checked.
+No wire code lives here: the create body is written by `wan26_async._encode`, which
+gives this module its encoder when it loads (`use_payload_encoder`), so a request's
+``to_payload`` needs no import back up the chain.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from enum import Enum
 from types import MappingProxyType
-from typing import Any, ClassVar, cast
-from urllib.parse import urlsplit
+from typing import Any, ClassVar, Protocol, cast
 
 import attrs
 
 from ._errors import ValidationError
 from ._fielddoc import describe
+from ._urls import url_problem
 
-__all__ = [
-    "AspectRatio",
-    "ImageToVideo",
-    "ReferenceToVideo",
-    "Resolution",
-    "ShotType",
-    "TextToVideo",
-    "VideoRequest",
-    "url_problem",
-]
+__all__ = ["AspectRatio", "CREDITS_PER_SECOND", "DEFAULT_DURATION", "IMAGE_TO_VIDEO",
+           "ImageToVideo", "MAX_NEGATIVE_PROMPT", "MAX_PROMPT", "MAX_SEED", "PayloadEncoder",
+           "REFERENCE_TO_VIDEO", "ReferenceToVideo", "Resolution", "ShotType", "TEXT_TO_VIDEO",
+           "TextToVideo", "VideoRequest", "request_shape", "use_payload_encoder"]
 
 TEXT_TO_VIDEO = "wan-2.6-text-to-video"
 IMAGE_TO_VIDEO = "wan-2.6-image-to-video"
@@ -72,28 +68,6 @@ CREDITS_PER_SECOND: Mapping[Resolution, int] = MappingProxyType(
     {Resolution.P720: 24, Resolution.P1080: 40}
 )
 
-def url_problem(url: object, kind: str = "") -> str | None:
-    """Why ``url`` is not a public http(s) URL the server accepts, or None when it is."""
-    what = f"a public http(s) {kind} URL" if kind else "a public http(s) URL"
-    if not isinstance(url, str):
-        return f"must be {what}"
-    if url[:5].lower() == "data:":
-        return (f"must be {what}; data: URLs (base64) are not supported: upload the file "
-                "and pass its URL")
-    if any(c.isspace() for c in url):
-        return f"must be {what} without spaces (percent-encode them as %20)"
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        return f"must be {what}; this one cannot be parsed"
-    if parts.scheme.lower() not in ("http", "https") or not host:
-        if not parts.scheme and _BASE64_RE.match(url):
-            return (f"must be {what}; base64 data is not supported: upload the file and "
-                    "pass its URL")
-        return f"must be {what}"
-    return None
-
 
 def _enum_or_raw(enum: type[_StrEnum], value: object) -> Any:
     """Turn a valid plain string into the enum member; leave anything else as it is,
@@ -133,8 +107,6 @@ def _readonly_mapping(value: object) -> object:
     return MappingProxyType(dict(value)) if value else _NO_EXTRA
 
 
-_BASE64_RE = re.compile(r"^[A-Za-z0-9+/=\s]{64,}$")
-
 
 @attrs.frozen(kw_only=True)
 class VideoRequest:
@@ -153,12 +125,8 @@ class VideoRequest:
     model: str
     prompt: str = cast(str, None)
     negative_prompt: str | None = None
-    resolution: Resolution | None = attrs.field(
-        default=None, converter=_to_resolution
-    )
-    shot_type: ShotType | None = attrs.field(
-        default=None, converter=_to_shot_type
-    )
+    resolution: Resolution | None = attrs.field(default=None, converter=_to_resolution)
+    shot_type: ShotType | None = attrs.field(default=None, converter=_to_shot_type)
     prompt_extend: bool | None = None
     watermark: bool | None = None
     seed: int | None = None
@@ -287,9 +255,8 @@ class VideoRequest:
 
         Unset fields are left out so the server's defaults apply.
         """
-        from ._wire import request_payload
-
-        return request_payload(self)
+        assert _encoder is not None, "wan26_async._encode sets the encoder when it loads"
+        return _encoder(self)
 
 
 @attrs.frozen(kw_only=True)
@@ -301,9 +268,7 @@ class TextToVideo(VideoRequest):
     """
 
     model: str = TEXT_TO_VIDEO
-    aspect_ratio: AspectRatio | None = attrs.field(
-        default=None, converter=_to_aspect_ratio
-    )
+    aspect_ratio: AspectRatio | None = attrs.field(default=None, converter=_to_aspect_ratio)
     audio_urls: tuple[str, ...] | None = attrs.field(default=None, converter=_tuple_or_raw)
 
     def _check(self) -> None:
@@ -356,9 +321,7 @@ class ReferenceToVideo(VideoRequest):
     model: str = REFERENCE_TO_VIDEO
     image_urls: tuple[str, ...] | None = attrs.field(default=None, converter=_tuple_or_raw)
     video_urls: tuple[str, ...] | None = attrs.field(default=None, converter=_tuple_or_raw)
-    aspect_ratio: AspectRatio | None = attrs.field(
-        default=None, converter=_to_aspect_ratio
-    )
+    aspect_ratio: AspectRatio | None = attrs.field(default=None, converter=_to_aspect_ratio)
     audio: bool | None = None
 
     def _check(self) -> None:
@@ -382,6 +345,32 @@ class ReferenceToVideo(VideoRequest):
 def _rebuild_request(cls: type[VideoRequest], fields: dict[str, Any]) -> VideoRequest:
     """Unpickle a request pickled by `VideoRequest.__reduce__`."""
     return cls(**fields)
+
+
+def request_shape(request: VideoRequest) -> tuple[str, str, int]:
+    """What tasks that take about as long share: (model, resolution, duration), with the
+    server's defaults; one shared tuple per shape."""
+    shape = (request.model, (request.resolution or Resolution.P1080).value,
+             request.duration or DEFAULT_DURATION)
+    return _SHAPES.setdefault(shape, shape)
+
+
+_SHAPES: dict[tuple[str, str, int], tuple[str, str, int]] = {}
+
+
+class PayloadEncoder(Protocol):
+    """Writes a request as its create body ``{"model": ..., "input": {...}}``."""
+
+    def __call__(self, request: VideoRequest, /) -> dict[str, Any]: ...
+
+
+_encoder: PayloadEncoder | None = None  # importing the package loads _encode, which sets it
+
+
+def use_payload_encoder(encoder: PayloadEncoder) -> None:
+    """Make ``encoder`` the one `VideoRequest.to_payload` uses (`_encode` calls this)."""
+    global _encoder
+    _encoder = encoder
 
 
 for _cls in (VideoRequest, TextToVideo, ImageToVideo, ReferenceToVideo):

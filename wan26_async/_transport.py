@@ -18,17 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import email.utils
 import logging
 import time
 from collections.abc import Callable, Mapping
-from datetime import timezone
 from typing import Any, NoReturn, TypeVar
 
 import aiohttp
 from yarl import URL
 
 from ._config import MAX_RESPONSE_BYTES, RetryPolicy
+from ._decode import (
+    decode_json,
+    error_from_reply,
+    parse_retry_after,
+    redirect_error,
+    too_large,
+    unwrap_envelope,
+)
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -38,40 +44,18 @@ from ._errors import (
     SpendLimitError,
     WanError,
     as_ambiguous,
-    error_from_reply,
-    request_id_of,
 )
 from ._observe import Telemetry
 from ._ratelimit import RateLimiter
 from ._slots import Slots
 from ._version import __version__
-from ._wire import decode_json, unwrap_envelope
 
-__all__ = ["Transport", "parse_retry_after"]
+__all__ = ["Parser", "Transport"]
 
 _log = logging.getLogger("wan26_async")
-T = TypeVar("T")
-Parser = Callable[[dict[str, Any], int, Mapping[str, str]], T]
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:  # the asctime form carries no zone: it is GMT (RFC 9110)
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN, inf
-        return None
-    return max(0.0, seconds)
+_T = TypeVar("_T")
+#: Reads a reply's ``data`` (with its HTTP status and headers) into the call's result.
+Parser = Callable[[dict[str, Any], int, Mapping[str, str]], _T]
 
 
 class _Retry(Exception):
@@ -178,12 +162,12 @@ class Transport:
         self,
         method: str,
         path: str,
-        parse: Parser[T],
+        parse: Parser[_T],
         *,
         body: bytes | None = None,
         idempotency_key: str | None = None,
         resend: bool = True,
-    ) -> T:
+    ) -> _T:
         """Send one API call, retrying as the rules above allow, and parse its ``data``.
 
         A call with an ``idempotency_key`` is a create: with ``resend`` False it is resent
@@ -290,15 +274,15 @@ class Transport:
         reply_headers: Mapping[str, str],
         raw: bytes,
         cut: bool,
-        parse: Parser[T],
+        parse: Parser[_T],
         key: str | None,
         resend: bool,
         sent_at: float,
-    ) -> T:
+    ) -> _T:
         if 200 <= status < 300:
             self.limiter.on_success(sent_at)
             if cut:  # a success we cannot read: for a create, the task may exist
-                _after_send(_too_large(status, reply_headers, self._max_bytes), key, resend)
+                _after_send(too_large(status, reply_headers, self._max_bytes), key, resend)
             try:
                 data = unwrap_envelope(decode_json(raw, status, reply_headers), status,
                                        reply_headers)
@@ -309,13 +293,7 @@ class Transport:
                 # An error envelope inside an HTTP 2xx: treat it like the status it names.
                 self._error(err, key, resend, sent_at)
         if 300 <= status < 400:
-            location = reply_headers.get("Location", "")
-            raise APIError(
-                f"the server redirected to {location!r}; redirects are not followed so the "
-                "API key never leaves base_url: set base_url to the final address",
-                status_code=status, request_id=request_id_of(reply_headers),
-                headers=reply_headers,
-            )
+            raise redirect_error(status, reply_headers)
         retry_after = parse_retry_after(reply_headers.get("Retry-After"))
         self._error(error_from_reply(status, raw, reply_headers, retry_after=retry_after),
                     key, resend, sent_at)
@@ -351,13 +329,6 @@ class Transport:
             if total > cap:  # stop reading: the connection is dropped, not drained
                 return b"".join(chunks)[:cap], True
         return b"".join(chunks), False
-
-
-def _too_large(status: int, headers: Mapping[str, str], cap: int) -> MalformedResponseError:
-    return MalformedResponseError(
-        f"reply body is larger than {cap} bytes; refused (API replies are small JSON)",
-        status_code=status, request_id=request_id_of(headers), headers=headers,
-    )
 
 
 def _connection_error(exc: BaseException, base_url: str) -> APIConnectionError:

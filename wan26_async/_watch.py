@@ -45,7 +45,7 @@ from ._errors import (
 from ._models import Task, TaskEvent, TaskStatus
 from ._planner import WatchPlan
 
-__all__ = ["ClosedSignal", "PushSource", "watch_task"]
+__all__ = ["ClosedSignal", "LATE_FACTOR", "LATE_GRACE", "PushSource", "TRANSIENT", "watch_task"]
 
 _log = logging.getLogger("wan26_async")
 

@@ -16,9 +16,8 @@ import pytest
 from aiohttp import web
 
 import wan26_async as wan
-from wan26_async._errors import error_from_reply
-from wan26_async._transport import parse_retry_after
-from wan26_async._wire import decode_json, parse_task, request_from_payload
+from wan26_async._decode import decode_json, error_from_reply, parse_retry_after
+from wan26_async._parse import parse_task
 from wan26_async.testing import FakeWanServer, Fault, TokenBucket
 
 KEY = "sk-unit-0000000000000000"
@@ -122,7 +121,7 @@ async def test_the_learned_rate_recovers_after_a_429_storm() -> None:
                                    f"before (had learned {learned:.0f})")
 
 
-# -- _wire.py / _errors.py: replies that raise something other than WanError ------------------
+# -- _decode.py / _parse.py: replies that raise something other than WanError ------------------
 
 
 @contextlib.asynccontextmanager
@@ -223,14 +222,14 @@ def test_a_url_without_a_host_or_with_whitespace_is_refused_before_io(url: str) 
     raise AssertionError(f"accepted {request.image_urls}; the server answers 400")
 
 
-# -- _wire.py: request_from_payload ----------------------------------------------------------
+# -- _from_dict.py: request_from_dict ----------------------------------------------------------
 
 
 def test_a_newer_reference_model_payload_round_trips() -> None:
     request = wan.ReferenceToVideo(model="wan-2.7-reference-to-video", prompt="p",
                                    image_urls=["https://example.com/1.png",
                                                "https://example.com/2.png"])
-    assert request_from_payload(request.to_payload()) == request
+    assert wan.request_from_dict(request.to_payload()) == request
 
 
 # -- _callbacks.py -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["DecisionClock", "Events", "burst_shown", "fit_bucket", "fit_rate",
+__all__ = ["DecisionClock", "Events", "RTT_WINDOW", "burst_shown", "fit_bucket", "fit_rate",
            "in_server_order", "paced_burst", "rate_in"]
 
 #: How many recent round trips the shortest one is taken from.

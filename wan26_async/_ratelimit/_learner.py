@@ -35,7 +35,7 @@ import attrs
 
 from ._fit import Events, burst_shown, fit_bucket, fit_rate, paced_burst, rate_in
 
-__all__ = ["NO_CAP", "Learner", "LimitState", "ramp"]
+__all__ = ["JITTER", "Learner", "LimitState", "NO_CAP", "peak_rate", "ramp"]
 
 #: Decisions this close after a refusal may have come before it (see `in_server_order`).
 JITTER = 0.005

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .._batch import BatchSummary, Job, parse_shard, read_jobs, run_batch, shard_jobs
+from .._batch import BatchSummary, run_batch
 from .._client import AsyncWanClient
+from .._jobs import Job, parse_shard, read_jobs, shard_jobs
 from .._ratelimit import RateLimiter
 from .._requests import IMAGE_TO_VIDEO, REFERENCE_TO_VIDEO, TEXT_TO_VIDEO
 from ._errors import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, CliError

@@ -41,6 +41,8 @@ from .._errors import (
 )
 
 __all__ = [
+    "CliError",
+    "Described",
     "EXIT_CONFIG",
     "EXIT_FAILED",
     "EXIT_GATEWAY",
@@ -48,7 +50,6 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_STOPPED",
-    "CliError",
     "RetryNotes",
     "describe",
     "report",

@@ -14,7 +14,7 @@ from .._client import AsyncWanClient
 from .._models import TaskStatus
 from .._requests import ImageToVideo, ReferenceToVideo, TextToVideo, VideoRequest
 
-__all__ = ["add_generate_parser", "run_generate"]
+__all__ = ["DEFAULT_CONFIRM_ABOVE", "add_generate_parser", "build_request", "run_generate"]
 
 _CLASSES: dict[str, type[VideoRequest]] = {
     "t2v": TextToVideo, "i2v": ImageToVideo, "r2v": ReferenceToVideo,

@@ -13,14 +13,10 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import secrets
 from collections import deque
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
-from .._config import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL
-from .._errors import ConfigurationError
 from .._ratelimit._contract import RateLimiter
 from .._ratelimit._fit import DecisionClock
 from .._ratelimit._learner import Learner, LimitState
@@ -35,6 +31,7 @@ from ._state import (
     encode_state,
     encode_wave,
     scope_for,
+    scope_from_env,
     text,
     where,
 )
@@ -47,9 +44,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "wan26_async.redis needs the redis package: pip install 'wan26-async[redis]'"
     ) from exc
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["RedisRateLimiter"]
 
@@ -233,15 +227,7 @@ class RedisRateLimiter(Pump, Fallback, RateLimiter):
         """The scope in use: ``scope``, else the bound one, else from the environment."""
         if self._scope is not None:
             return self._scope
-        if self._bound is not None:
-            return self._bound
-        api_key = os.environ.get(API_KEY_ENV)
-        if not api_key:
-            raise ConfigurationError(
-                "RedisRateLimiter needs a scope: pass scope=wan26_async.redis.scope_for("
-                f"base_url, api_key), or set {API_KEY_ENV} (and {BASE_URL_ENV})"
-            )
-        return scope_for(os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL, api_key)
+        return self._bound if self._bound is not None else scope_from_env()
 
     @property
     def keys(self) -> list[str]:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
+from .._config import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL
+from .._errors import ConfigurationError
 from .._ratelimit._learner import LimitState
 
 __all__ = ["STATE_FIELDS", "decode_state", "decode_wave", "encode_state", "encode_wave",
-           "scope_for", "text", "where"]
+           "scope_for", "scope_from_env", "text", "where"]
 
 #: The hash field of each `LimitState` attribute.
 _NAMES = {"phase": "phase", "rate": "rate", "burst": "burst", "server_burst": "sburst",
@@ -26,6 +29,18 @@ def scope_for(base_url: str, api_key: str) -> str:
     Redis keys name the limit without revealing the key."""
     material = f"{base_url.rstrip('/')}\n{api_key}".encode()
     return hashlib.sha256(material).hexdigest()[:32]
+
+
+def scope_from_env() -> str:
+    """The scope named by ``$WAN_API_KEY`` (and ``$WAN_BASE_URL``), for a limiter given
+    no scope and not bound to a client; raises `ConfigurationError` when it is unset."""
+    api_key = os.environ.get(API_KEY_ENV)
+    if not api_key:
+        raise ConfigurationError(
+            "RedisRateLimiter needs a scope: pass scope=wan26_async.redis.scope_for("
+            f"base_url, api_key), or set {API_KEY_ENV} (and {BASE_URL_ENV})"
+        )
+    return scope_for(os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL, api_key)
 
 
 def text(value: bytes | str | float | int) -> str:

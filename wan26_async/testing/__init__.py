@@ -16,10 +16,11 @@ The emulator is self-contained: it shares no code with the SDK, so the SDK's
 client-side validation is checked against an independent reading of the spec.
 """
 
+from ._api import FAIL_MARKER
 from ._cli import run_forever, serve_forever
 from ._config import ERROR_TABLE, Fault, Faults, FixedWindow, TokenBucket
 from ._models import CallbackRecord, FakeTask, ReceivedRequest, ServerStats
-from ._server import DEFAULT_API_KEY, FAIL_MARKER, SAMPLE_VIDEO, FakeWanServer
+from ._server import DEFAULT_API_KEY, SAMPLE_VIDEO, FakeWanServer
 from ._thread import ServerThread
 
 __all__ = [

@@ -15,15 +15,40 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 import attrs
 
-from ._config import FixedWindow, TokenBucket
+from ._config import Faults, FixedWindow, TokenBucket
+from ._models import FakeTask
 from ._server import DEFAULT_API_KEY, FakeWanServer
 
-__all__ = ["add_arguments", "main", "run_forever", "serve_forever", "server_from_args"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["ServerOptions", "add_arguments", "announce", "announce_json", "follow_schedule",
+           "main", "parse_schedule", "run_forever", "serve_forever", "server_from_args"]
+
+
+class ServerOptions(TypedDict, total=False):
+    """The keyword arguments of `FakeWanServer`, each meaning what it means there."""
+
+    host: str
+    port: int
+    api_key: str
+    forbidden_keys: Collection[str]
+    credits: float
+    pending_seconds: float
+    processing_seconds: float | Callable[[FakeTask], float] | None
+    time_scale: float
+    failure_rate: float
+    seed: int | None
+    rate_limit: TokenBucket | FixedWindow | None
+    spend_limit: float | None
+    faults: Faults | None
+    video_path: Path | str
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,9 +180,9 @@ async def serve_forever(
             loop.remove_signal_handler(sig)
 
 
-def run_forever(**kwargs: Any) -> None:
-    """Build ``FakeWanServer(**kwargs)``, print where it listens, serve until Ctrl-C."""
-    server = FakeWanServer(**kwargs)
+def run_forever(**options: Unpack[ServerOptions]) -> None:
+    """Build ``FakeWanServer(**options)``, print where it listens, serve until Ctrl-C."""
+    server = FakeWanServer(**options)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(server))
 

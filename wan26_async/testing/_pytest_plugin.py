@@ -36,6 +36,8 @@ import pytest
 if TYPE_CHECKING:
     from ._server import FakeWanServer
 
+__all__ = ["FIXTURE_DEFAULTS", "wan_server", "wan_server_options"]
+
 #: Defaults of the `wan_server` fixture; `wan_server_options` overrides them.
 FIXTURE_DEFAULTS: dict[str, Any] = {"time_scale": 0.01, "pending_seconds": 5.0}
 

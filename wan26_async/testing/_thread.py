@@ -5,15 +5,24 @@ from __future__ import annotations
 import asyncio
 import threading
 from types import TracebackType
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._server import FakeWanServer
+from typing import Generic, Protocol, TypeVar
 
 __all__ = ["ServerThread"]
 
 
-class ServerThread:
+class _Server(Protocol):
+    """What a thread can run: a server started and stopped on its event loop (a
+    `FakeWanServer`; named by a protocol, so this module needs not import it)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=_Server)
+
+
+class ServerThread(Generic[_S]):
     """Runs a `FakeWanServer` on its own event loop in a daemon thread.
 
     Entering starts the server and blocks until it listens (re-raising a start-up
@@ -21,14 +30,14 @@ class ServerThread:
     `FakeWanServer.run_in_thread()`. `loop` is the server's event loop while it runs.
     """
 
-    def __init__(self, server: FakeWanServer) -> None:
+    def __init__(self, server: _S) -> None:
         self.server = server
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
 
-    def __enter__(self) -> FakeWanServer:
+    def __enter__(self) -> _S:
         if self._thread is not None:
             raise RuntimeError("this ServerThread was already used")
         self._thread = threading.Thread(target=self._main, name="FakeWanServer", daemon=True)
