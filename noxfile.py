@@ -47,9 +47,11 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run benchmarks (default: all three single-process ones) and print their figures."""
+    """Run benchmarks (default: every single-process one; or one command given after --)."""
     session.install("-e", ".[bench]")
-    scripts = session.posargs or ["benchmarks/throughput.py", "benchmarks/rate_limit.py",
-                                  "benchmarks/watch_scale.py"]
-    for script in scripts:
-        session.run("python", script)
+    runs = [session.posargs] if session.posargs else [
+        ["benchmarks/throughput.py"], ["benchmarks/rate_limit.py"],
+        ["benchmarks/watch_scale.py"], ["benchmarks/watch_scale.py", "--server", "fast"],
+        ["benchmarks/end_to_end.py"]]
+    for run in runs:
+        session.run("python", *run)
