@@ -66,7 +66,7 @@ async def test_a_watch_after_a_create_sends_no_poll_before_the_learned_finish(
     assert len(polls_of(server, planned.id)) <= 3
 
 
-async def test_slots_go_to_creates_and_others_in_turn_while_both_wait() -> None:
+async def test_slots_go_three_to_creates_for_one_to_others_while_both_wait() -> None:
     slots = Slots(1)
     assert slots.try_take() and not slots.try_take()
     order: list[str] = []
@@ -79,12 +79,12 @@ async def test_slots_go_to_creates_and_others_in_turn_while_both_wait() -> None:
     async with anyio.create_task_group() as group:
         for i in range(6):
             group.start_soon(take, f"poll{i}", False)
-        for i in range(3):
+        for i in range(7):
             group.start_soon(take, f"create{i}", True)
-        await eventually(lambda: len(slots.others) == 6 and len(slots.creates) == 3)
+        await eventually(lambda: len(slots.others) == 6 and len(slots.creates) == 7)
         slots.give()
-    assert order == ["create0", "poll0", "create1", "poll1", "create2", "poll2",
-                     "poll3", "poll4", "poll5"]
+    assert order == ["create0", "create1", "create2", "poll0", "create3", "create4",
+                     "create5", "poll1", "create6", "poll2", "poll3", "poll4", "poll5"]
 
 
 async def test_a_waiter_cancelled_as_it_is_handed_a_slot_passes_it_on() -> None:

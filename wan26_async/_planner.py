@@ -28,9 +28,10 @@ Shape = tuple[str, str, int]
 
 #: How many recently created tasks a client remembers for its poll schedule.
 MAX_PLANS = 100_000
-#: How many create replies are kept for watches not yet started (a task created and
-#: never watched holds one until this many newer ones push it out).
-MAX_SEEDS = 10_000
+#: How many create replies are kept for watches not yet started: the `Task` that
+#: `create_task` returned (no copy), held until its first watch takes it or this many
+#: newer ones push it out.
+MAX_SEEDS = MAX_PLANS
 
 
 class _ShapeStats:

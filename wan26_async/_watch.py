@@ -45,7 +45,8 @@ from ._errors import (
 from ._models import Task, TaskEvent, TaskStatus
 from ._planner import WatchPlan
 
-__all__ = ["ClosedSignal", "LATE_FACTOR", "LATE_GRACE", "PushSource", "TRANSIENT", "watch_task"]
+__all__ = ["LATE_FACTOR", "LATE_GRACE", "PRECISE", "SCOUT_GROWTH", "TRANSIENT", "ClosedSignal",
+           "PushSource", "watch_task"]
 
 _log = logging.getLogger("wan26_async")
 
@@ -58,6 +59,12 @@ TRANSIENT = (APIConnectionError, InternalServerError, UpstreamError, RateLimitEr
 #: safety poll's first interval, if shorter).
 LATE_FACTOR = 1.5
 LATE_GRACE = 5.0
+
+#: A scout polls every ``scout_interval`` or this share of its task's age, if longer.
+SCOUT_GROWTH = 0.02
+#: An observation is believed when the poll before it was this recent, as a share of
+#: the task's age (or within two scout intervals).
+PRECISE = 0.3
 
 T = TypeVar("T")
 
@@ -152,10 +159,12 @@ async def watch_task(
     def learn(status: TaskStatus, seen_at: float, since: float | None) -> None:
         # An observation is precise when it was pushed (``since`` None: a callback comes
         # as the status changes) or when the poll before it was recent.
-        if plan is None or (since is not None
-                            and seen_at - since > 2 * poll.scout_interval + 0.05):
+        if plan is None:
             return
         age = seen_at - plan.created_at
+        if since is not None and seen_at - since > max(2 * poll.scout_interval + 0.05,
+                                                       PRECISE * age):
+            return  # seen long after the poll before it: it says little
         if status is TaskStatus.PROCESSING and previous is TaskStatus.PENDING:
             plan.planner.observe(plan.shape, pending=age, total=None)
         elif status is TaskStatus.COMPLETED:
@@ -166,8 +175,9 @@ async def watch_task(
         nonlocal misses
         if plan is None:
             return None
-        if scout:
-            return _spread(poll.scout_interval, poll.jitter)
+        if scout:  # dense at first; a long task is followed to a few percent
+            age = loop.time() - plan.created_at
+            return _spread(max(poll.scout_interval, SCOUT_GROWTH * age), poll.jitter)
         estimate = plan.planner.estimate(plan.shape)
         if estimate is None:
             return None
@@ -180,6 +190,8 @@ async def watch_task(
         target = plan.created_at + total + poll.settle
         if now < target:
             return target - now + random.uniform(0.0, poll.settle)
+        if last_poll < target:
+            return 0.0  # the predicted finish has passed since the last poll: poll now
         misses += 1
         return min(poll.initial, poll.scout_interval * 1.5 ** min(misses - 1, 32))
 
@@ -224,6 +236,13 @@ async def watch_task(
             elif plan is not None and planned is None:
                 await _unless_closed(closed, partial(plan.planner.wait_learned, plan.shape,
                                                      wait))
+                if plan.planner.estimate(plan.shape) is None and (left is None or left > 0):
+                    # Still unknown: the shape's scouts are polling for every watch of
+                    # it, so this one polls only once it takes a scout's place.
+                    scout = plan.planner.enlist(plan.shape, poll)
+                    if not scout:
+                        polls += 1
+                        continue
             else:
                 await _unless_closed(closed, partial(asyncio.sleep, wait))
             if planned is None:
