@@ -199,6 +199,7 @@ class AsyncWanClient(ClientSettings):
             task_id, data = await self._transport.request(
                 "POST", CREATE_PATH, parse_create_reply,
                 body=request_body(request, callback_url), idempotency_key=key, resend=resend,
+                closed=self._lifecycle,
             )
             span.set_attribute("wan.task_id", task_id)
         if self.callbacks is not None:
@@ -220,13 +221,15 @@ class AsyncWanClient(ClientSettings):
         # get_task without its span: a watch's polls are children of its own span.
         path = TASK_PATH + _task_path(task_id)
         with self._open():
-            return await self._transport.request("GET", path, _task_parser(task_id))
+            return await self._transport.request("GET", path, _task_parser(task_id),
+                                                 closed=self._lifecycle)
 
     async def get_credits(self) -> Credits:
         """The account's credit balance."""
         tel = self._transport.telemetry
         with self._open(), NO_SPAN if tel is None else tel.call("wan.get_credits"):
-            return await self._transport.request("GET", CREDITS_PATH, parse_credits)
+            return await self._transport.request("GET", CREDITS_PATH, parse_credits,
+                                                 closed=self._lifecycle)
 
     async def download(
         self,
@@ -252,7 +255,9 @@ class AsyncWanClient(ClientSettings):
         reply of the host, `APIConnectionError` when the retries run out.
         """
         tel = self._transport.telemetry
-        with self._open(), NO_SPAN if tel is None else tel.call("wan.download"):
+        # a long call with backoffs of its own: all of it ends at once on closing
+        with self._open(), self._lifecycle.interruptible(), \
+                NO_SPAN if tel is None else tel.call("wan.download"):
             return await download(self._transport.session(), url, dest, retry=self.retry,
                                   timeout=self._download_timeout, progress=progress,
                                   telemetry=tel)

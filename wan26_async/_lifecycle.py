@@ -1,9 +1,11 @@
 """Whether a client (or a view of one) is closed, and the waits that closing ends.
 
 A closed client must never poll on or wait out a backoff: every call checks it first,
-and a call or a watch already waiting (a poll interval, the limiter's gate, a reply)
-waits inside `Lifecycle.interruptible`, a cancel scope that `close` cancels, so it
-ends at once with `ClientClosedError`.
+and a call or a watch already waiting (a poll interval, the limiter's gate, a free
+slot, a retry's backoff, a download) waits inside `Lifecycle.interruptible`, a cancel
+scope that `close` cancels, so it ends at once with `ClientClosedError`. A call that
+waits for nothing enters no scope (the hot path); its request in flight ends when
+closing closes the client's session.
 """
 
 from __future__ import annotations

@@ -4,8 +4,7 @@ views with other settings (`with_options`), and the closed-client guard of every
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
@@ -121,21 +120,39 @@ class ClientSettings:
         view._view = True
         return view
 
-    @contextmanager
-    def _open(self, idempotency_key: str | None = None) -> Iterator[None]:
+    def _open(self, idempotency_key: str | None = None) -> _Call:
         """Run one call: `ClientClosedError` at once when this client is closed, and as
         soon as it closes during the call (a create then also `AmbiguousSubmissionError`:
-        it may have been sent)."""
-        life = self._lifecycle
-        life.check()
-        try:
-            with life.interruptible():
-                yield
-        except (ClientClosedError, APIConnectionError, aiohttp.ClientError,
-                RuntimeError) as exc:  # RuntimeError: aiohttp's "Session is closed"
-            if not life.closed:
-                raise
-            err = life.error()
-            raise (err if idempotency_key is None
-                   else as_ambiguous(err, idempotency_key)) from exc
+        it may have been sent). The call's waits end through the transport's
+        ``closed=`` (a scope only where it waits); a request in flight ends when closing
+        closes the session under it."""
+        self._lifecycle.check()
+        return _Call(self._lifecycle, idempotency_key)
+
+
+#: What a call fails with when its client closed under it (RuntimeError: aiohttp's
+#: "Session is closed").
+_CLOSED_UNDER = (ClientClosedError, APIConnectionError, aiohttp.ClientError, RuntimeError)
+
+
+class _Call:
+    """The context of one call (see `ClientSettings._open`): a class, not a generator,
+    since every call enters one."""
+
+    __slots__ = ("idempotency_key", "life")
+
+    def __init__(self, life: Lifecycle, idempotency_key: str | None) -> None:
+        self.life = life
+        self.idempotency_key = idempotency_key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is None or not self.life.closed or not isinstance(exc, _CLOSED_UNDER):
+            return
+        err = self.life.error()
+        key = self.idempotency_key
+        raise (err if key is None else as_ambiguous(err, key)) from exc
 

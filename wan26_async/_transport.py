@@ -20,7 +20,7 @@ import asyncio
 import copy
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
 import aiohttp
@@ -45,6 +45,7 @@ from ._errors import (
     WanError,
     as_ambiguous,
 )
+from ._lifecycle import Lifecycle
 from ._observe import Telemetry
 from ._ratelimit import RateLimiter
 from ._slots import Slots
@@ -54,6 +55,7 @@ __all__ = ["Parser", "Transport"]
 
 _log = logging.getLogger("wan26_async")
 _T = TypeVar("_T")
+_W = TypeVar("_W")
 #: Reads a reply's ``data`` (with its HTTP status and headers) into the call's result.
 Parser = Callable[[dict[str, Any], int, Mapping[str, str]], _T]
 
@@ -167,12 +169,16 @@ class Transport:
         body: bytes | None = None,
         idempotency_key: str | None = None,
         resend: bool = True,
+        closed: Lifecycle | None = None,
     ) -> _T:
         """Send one API call, retrying as the rules above allow, and parse its ``data``.
 
         A call with an ``idempotency_key`` is a create: with ``resend`` False it is resent
         only where no task can exist, and a failure after it was sent raises an error
-        that is also an `AmbiguousSubmissionError`.
+        that is also an `AmbiguousSubmissionError`. With ``closed`` (the calling client's
+        lifecycle), every wait of the call (a free slot, the limiter, a retry's backoff)
+        ends at once with `ClientClosedError` when the client closes; the hot path, a
+        free slot and an open limiter, enters no scope at all.
         """
         url = self.url(path)
         headers = self._headers
@@ -189,12 +195,12 @@ class Transport:
         while True:
             # The hot path: no coroutine is made for a free slot or an open limiter.
             if not slots.try_take():
-                await slots.wait(idempotency_key is not None)
+                await _interruptible(closed, slots.wait, idempotency_key is not None)
             try:
                 waited = 0.0
                 if not limiter.try_acquire():
                     waited = loop.time()
-                    await limiter.acquire()
+                    await _interruptible(closed, limiter.acquire)
                     waited = loop.time() - waited
                 sent_at = loop.time()
                 started = time.monotonic() if _log.isEnabledFor(logging.DEBUG) else 0.0
@@ -230,7 +236,8 @@ class Transport:
             except _Retry as retry:
                 err = retry.error
                 if retry.rate_limited:
-                    await limiter.on_rate_limited(retry.delay, retry.sent_at)
+                    await _interruptible(closed, limiter.on_rate_limited, retry.delay,
+                                               retry.sent_at)
                 if attempt >= self.retry.max_retries:
                     if retry.sent and idempotency_key is not None:
                         raise as_ambiguous(err, idempotency_key) from err.__cause__
@@ -248,7 +255,7 @@ class Transport:
             finally:
                 slots.give()
             if delay > 0:
-                await asyncio.sleep(delay)
+                await _interruptible(closed, asyncio.sleep, delay)
 
     def _failed(self, exc: BaseException, key: str | None, resend: bool) -> NoReturn:
         """No reply: map the aiohttp failure, retrying only what the rules allow."""
@@ -329,6 +336,16 @@ class Transport:
             if total > cap:  # stop reading: the connection is dropped, not drained
                 return b"".join(chunks)[:cap], True
         return b"".join(chunks), False
+
+
+async def _interruptible(closed: Lifecycle | None, wait: Callable[..., Awaitable[_W]],
+                         *args: Any) -> _W:
+    """Await ``wait(*args)``; with ``closed``, inside its scope that closing cancels."""
+    if closed is None:
+        return await wait(*args)
+    with closed.interruptible():
+        return await wait(*args)
+    raise AssertionError("unreachable: interruptible() raises when it ends a wait")
 
 
 def _connection_error(exc: BaseException, base_url: str) -> APIConnectionError:
