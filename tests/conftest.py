@@ -68,5 +68,7 @@ async def eventually(
 def client_tasks() -> set[asyncio.Task[Any]]:
     """The running asyncio tasks, less the emulator's own connection handlers (it runs on
     the same loop in these tests), so a test can prove the client left nothing behind."""
+    server_side = ("RequestHandler", "_accept_connection")  # handlers, accepting sockets
     return {t for t in asyncio.all_tasks()
-            if "RequestHandler" not in t.get_coro().__qualname__}  # type: ignore[union-attr]
+            if not any(name in t.get_coro().__qualname__  # type: ignore[union-attr]
+                       for name in server_side)}
