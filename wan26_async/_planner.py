@@ -74,8 +74,12 @@ class PollPlanner:
         return False
 
     def discharge(self, shape: Shape) -> None:
-        """A scout's watch ended."""
-        self._stats(shape).active_scouts -= 1
+        """A scout's watch ended: a watch waiting for the shape may take its place."""
+        stats = self._stats(shape)
+        stats.active_scouts -= 1
+        if not stats.durations:  # wake the waiting watches; later waits get a new event
+            stats.learned.set()
+            stats.learned = asyncio.Event()
 
     def observe(self, shape: Shape, *, pending: float | None, total: float | None) -> None:
         """Record precise observations (seconds from creation) and wake waiting watches."""
@@ -89,7 +93,8 @@ class PollPlanner:
                 stats.learned.set()
 
     async def wait_learned(self, shape: Shape, timeout: float) -> None:  # noqa: ASYNC109 - a wait
-        """Sleep up to ``timeout`` seconds, or until ``shape`` is first learned."""
+        """Sleep up to ``timeout`` seconds, or until ``shape`` is first learned or one of
+        its scouts ends."""
         stats = self._stats(shape)
         if stats.durations or timeout <= 0:
             await asyncio.sleep(max(0.0, timeout))

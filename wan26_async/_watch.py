@@ -220,7 +220,12 @@ async def watch_task(
                         return
             planned = planned_wait()
             policy = poll if push is None else push.safety_poll
-            wait = policy.interval(polls) if planned is None else planned
+            if planned is not None:
+                wait = planned
+            elif plan is not None and push is None:
+                wait = poll.max_interval  # waiting for the scouts: woken when they learn
+            else:
+                wait = policy.interval(polls)
             left = remaining()
             if left is not None:
                 wait = min(wait, max(0.0, left))
@@ -234,11 +239,14 @@ async def watch_task(
                     polled_before = None  # pushed: seen as it happened
                     continue
             elif plan is not None and planned is None:
+                # The shape's scouts poll for every watch of it: this one waits until
+                # they have learned it (then polls on the plan), or until a scout's
+                # place frees up (then it scouts), or its timeout.
                 await _unless_closed(closed, partial(plan.planner.wait_learned, plan.shape,
                                                      wait))
-                if plan.planner.estimate(plan.shape) is None and (left is None or left > 0):
-                    # Still unknown: the shape's scouts are polling for every watch of
-                    # it, so this one polls only once it takes a scout's place.
+                if left is None or left > 0:
+                    if plan.planner.estimate(plan.shape) is not None:
+                        continue  # learned: wait for the predicted finish
                     scout = plan.planner.enlist(plan.shape, poll)
                     if not scout:
                         polls += 1
