@@ -5,9 +5,10 @@ event (``PENDING``) costs no request. After that, polls follow what the client's
 `PollPlanner` (see `_planner`) has learned of the task's shape: up to a few *scout*
 watches per unknown shape poll densely to learn how long it takes; every other watch
 polls once near its predicted finish, falling back to short polls if the task runs
-longer. Until a shape is learned, non-scouts back off exponentially and are woken the
-moment a scout learns. With callbacks, a watch waits for them and polls only when one
-is late against the learned finish (a safety net). Completion is only ever reported
+longer. Until a shape is learned, the other watches of it send nothing: they sleep
+until a scout learns it (or a scout's place frees up, and one of them takes it).
+With callbacks, a watch waits for them and polls only when one is late against the
+learned finish (a safety net). Completion is only ever reported
 from a reply that shows it.
 
     create_task ──► watch ──► event (pending, from the create reply)
