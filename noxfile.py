@@ -40,9 +40,12 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Build the documentation site in strict mode (broken references fail)."""
-    session.install("-e", ".[docs]")
+    """Build the documentation site in strict mode (broken references fail), then test the
+    API reference it built."""
+    session.install("-e", ".[docs]", "pytest>=8", "pytest-asyncio>=0.23", "aioresponses>=0.7.6")
     session.run("mkdocs", "build", "--strict", "--site-dir", "site")
+    # the reference's own tests, which need the docs extra (skipped in the tests session)
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/test_reference_docs.py")
 
 
 @nox.session
