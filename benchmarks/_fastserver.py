@@ -6,7 +6,8 @@ Run it in its own process; it prints ``PORT <n>`` on stdout once it is listening
 
     python -m benchmarks._fastserver [--port 0]
 
-`start_server` / `stop_server` do that from the benchmark (``subprocess.Popen``).
+`start_server` / `stop_server` do that from the benchmark (``subprocess.Popen``);
+`spawn` starts any server of this folder that way.
 """
 
 from __future__ import annotations
@@ -69,11 +70,17 @@ def main(argv: list[str] | None = None) -> None:
 
 def start_server() -> tuple[subprocess.Popen[str], int]:
     """Start the server in a child process; return it and the port it listens on."""
+    return spawn("benchmarks._fastserver")
+
+
+def spawn(module: str, *options: str) -> tuple[subprocess.Popen[str], int]:
+    """Run ``python -m module --port 0 *options`` (a server of this folder that prints
+    ``PORT <n>`` once listening) in a child process; return it and the port."""
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks._fastserver", "--port", "0"],
+        [sys.executable, "-m", module, "--port", "0", *options],
         stdout=subprocess.PIPE, text=True, cwd=root, env=env,
         start_new_session=True,  # a terminal's Ctrl-C goes to the benchmark, which stops us
     )
@@ -81,7 +88,7 @@ def start_server() -> tuple[subprocess.Popen[str], int]:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # blocks until the child prints or exits
         if not line.startswith("PORT "):
-            raise RuntimeError(f"fast server failed to start (said {line!r}, "
+            raise RuntimeError(f"{module} failed to start (said {line!r}, "
                                f"exit code {proc.poll()})")
         return proc, int(line.split()[1])
     except BaseException:

@@ -34,15 +34,17 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import NamedTuple
+
+try:  # python -m benchmarks._taskserver, or imported as benchmarks._taskserver
+    from benchmarks._fastserver import spawn, stop_server
+except ModuleNotFoundError:  # imported with benchmarks/ on the path
+    from _fastserver import spawn, stop_server  # type: ignore[no-redef,import-not-found]
 
 __all__ = ["API_KEY", "Timeline", "decode_task_id", "start_server", "stop_server",
            "task_id", "task_server"]
@@ -259,37 +261,7 @@ def main(argv: list[str] | None = None) -> None:
 def start_server(*options: str) -> tuple[subprocess.Popen[str], int]:
     """Start the server (with command-line ``options``) in a child process; return it
     and the port it listens on."""
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks._taskserver", "--port", "0", *options],
-        stdout=subprocess.PIPE, text=True, cwd=root, env=env,
-        start_new_session=True,  # a terminal's Ctrl-C goes to the benchmark, which stops us
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # blocks until the child prints or exits
-        if not line.startswith("PORT "):
-            raise RuntimeError(f"task server failed to start (said {line!r}, "
-                               f"exit code {proc.poll()})")
-        return proc, int(line.split()[1])
-    except BaseException:
-        stop_server(proc)
-        raise
-
-
-def stop_server(proc: subprocess.Popen[str], timeout: float = 5.0) -> None:
-    """Terminate the server and wait for it (kill it if it does not go)."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
+    return spawn("benchmarks._taskserver", *options)
 
 
 @contextlib.contextmanager

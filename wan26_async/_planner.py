@@ -35,11 +35,11 @@ MAX_SEEDS = MAX_PLANS
 
 
 class _ShapeStats:
-    __slots__ = ("active_scouts", "durations", "learned", "pendings")
+    __slots__ = ("active_scouts", "durations", "learned", "total")
 
     def __init__(self) -> None:
         self.durations: deque[float] = deque(maxlen=16)
-        self.pendings: deque[float] = deque(maxlen=16)
+        self.total: float | None = None  # the median of ``durations``, once there is one
         self.active_scouts = 0
         self.learned = asyncio.Event()
 
@@ -56,13 +56,11 @@ class PollPlanner:
             stats = self._shapes[shape] = _ShapeStats()
         return stats
 
-    def estimate(self, shape: Shape) -> tuple[float, float] | None:
-        """(pending seconds, total seconds) from creation, or None while unknown."""
+    def estimate(self, shape: Shape) -> float | None:
+        """Seconds from creation to completion of tasks of ``shape``, or None while
+        unknown (read on every poll: kept, not computed, here)."""
         stats = self._shapes.get(shape)
-        if stats is None or not stats.durations:
-            return None
-        pending = statistics.median(stats.pendings) if stats.pendings else 0.0
-        return pending, statistics.median(stats.durations)
+        return None if stats is None else stats.total
 
     def enlist(self, shape: Shape, policy: PollPolicy) -> bool:
         """Should a new watch of ``shape`` scout? (Several while unknown, one after.)"""
@@ -81,16 +79,15 @@ class PollPlanner:
             stats.learned.set()
             stats.learned = asyncio.Event()
 
-    def observe(self, shape: Shape, *, pending: float | None, total: float | None) -> None:
-        """Record precise observations (seconds from creation) and wake waiting watches."""
+    def observe(self, shape: Shape, total: float) -> None:
+        """Record a precise observation of a task's duration (seconds from creation) and
+        wake the watches waiting for the shape."""
         stats = self._stats(shape)
-        if pending is not None:
-            stats.pendings.append(pending)
-        if total is not None:
-            first = not stats.durations
-            stats.durations.append(total)
-            if first:
-                stats.learned.set()
+        first = not stats.durations
+        stats.durations.append(total)
+        stats.total = statistics.median(stats.durations)
+        if first:
+            stats.learned.set()
 
     async def wait_learned(self, shape: Shape, timeout: float) -> None:  # noqa: ASYNC109 - a wait
         """Sleep up to ``timeout`` seconds, or until ``shape`` is first learned or one of

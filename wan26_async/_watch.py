@@ -166,10 +166,8 @@ async def watch_task(
         if since is not None and seen_at - since > max(2 * poll.scout_interval + 0.05,
                                                        PRECISE * age):
             return  # seen long after the poll before it: it says little
-        if status is TaskStatus.PROCESSING and previous is TaskStatus.PENDING:
-            plan.planner.observe(plan.shape, pending=age, total=None)
-        elif status is TaskStatus.COMPLETED:
-            plan.planner.observe(plan.shape, pending=None, total=age)
+        if status is TaskStatus.COMPLETED:
+            plan.planner.observe(plan.shape, age)
 
     def planned_wait() -> float | None:
         # Seconds to the next poll by the learned schedule; None: no schedule yet.
@@ -179,11 +177,10 @@ async def watch_task(
         if scout:  # dense at first; a long task is followed to a few percent
             age = loop.time() - plan.created_at
             return _spread(max(poll.scout_interval, SCOUT_GROWTH * age), poll.jitter)
-        estimate = plan.planner.estimate(plan.shape)
-        if estimate is None:
+        total = plan.planner.estimate(plan.shape)
+        if total is None:
             return None
         now = loop.time()
-        total = estimate[1]
         if push is not None:  # callbacks: poll only once the callback is late
             grace = min(LATE_GRACE, push.safety_poll.initial)
             late = plan.created_at + total * LATE_FACTOR + grace
