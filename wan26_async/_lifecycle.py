@@ -11,14 +11,17 @@ closing closes the client's session.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Protocol, TypeVar
 
 import anyio
 
 from ._errors import ClientClosedError
 
-__all__ = ["Lifecycle"]
+__all__ = ["ClosedSignal", "Lifecycle", "unless_closed"]
+
+_T = TypeVar("_T")
 
 _CLOSED = ("this AsyncWanClient is closed (aclose() was called, or its 'async with' block "
            "ended); make calls inside the block, or create a new client")
@@ -77,3 +80,22 @@ class Lifecycle:
             self._scopes.discard(scope)
         if scope.cancelled_caught:
             raise self.error()
+
+
+class ClosedSignal(Protocol):
+    """A client's closed state, as a wait needs it (a `Lifecycle`)."""
+
+    def interruptible(self) -> AbstractContextManager[None]:
+        """A scope that ends a wait at once, raising `ClientClosedError`, on closing."""
+        ...
+
+
+async def unless_closed(closed: ClosedSignal | None, wait: Callable[..., Awaitable[_T]],
+                        *args: Any) -> _T:
+    """Await ``wait(*args)``; with ``closed``, inside its scope that closing cancels, so
+    a wait of a closed client ends at once instead of being waited out."""
+    if closed is None:
+        return await wait(*args)
+    with closed.interruptible():
+        return await wait(*args)
+    raise AssertionError("unreachable: interruptible() raises when it ends a wait")

@@ -20,7 +20,7 @@ import asyncio
 import copy
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
 import aiohttp
@@ -45,7 +45,7 @@ from ._errors import (
     WanError,
     as_ambiguous,
 )
-from ._lifecycle import Lifecycle
+from ._lifecycle import Lifecycle, unless_closed
 from ._observe import Telemetry
 from ._ratelimit import RateLimiter
 from ._slots import Slots
@@ -55,7 +55,6 @@ __all__ = ["Parser", "Transport"]
 
 _log = logging.getLogger("wan26_async")
 _T = TypeVar("_T")
-_W = TypeVar("_W")
 #: Reads a reply's ``data`` (with its HTTP status and headers) into the call's result.
 Parser = Callable[[dict[str, Any], int, Mapping[str, str]], _T]
 
@@ -195,12 +194,12 @@ class Transport:
         while True:
             # The hot path: no coroutine is made for a free slot or an open limiter.
             if not slots.try_take():
-                await _interruptible(closed, slots.wait, idempotency_key is not None)
+                await unless_closed(closed, slots.wait, idempotency_key is not None)
             try:
                 waited = 0.0
                 if not limiter.try_acquire():
                     waited = loop.time()
-                    await _interruptible(closed, limiter.acquire)
+                    await unless_closed(closed, limiter.acquire)
                     waited = loop.time() - waited
                 sent_at = loop.time()
                 started = time.monotonic() if _log.isEnabledFor(logging.DEBUG) else 0.0
@@ -236,7 +235,7 @@ class Transport:
             except _Retry as retry:
                 err = retry.error
                 if retry.rate_limited:
-                    await _interruptible(closed, limiter.on_rate_limited, retry.delay,
+                    await unless_closed(closed, limiter.on_rate_limited, retry.delay,
                                                retry.sent_at)
                 if attempt >= self.retry.max_retries:
                     if retry.sent and idempotency_key is not None:
@@ -255,7 +254,7 @@ class Transport:
             finally:
                 slots.give()
             if delay > 0:
-                await _interruptible(closed, asyncio.sleep, delay)
+                await unless_closed(closed, asyncio.sleep, delay)
 
     def _failed(self, exc: BaseException, key: str | None, resend: bool) -> NoReturn:
         """No reply: map the aiohttp failure, retrying only what the rules allow."""
@@ -336,16 +335,6 @@ class Transport:
             if total > cap:  # stop reading: the connection is dropped, not drained
                 return b"".join(chunks)[:cap], True
         return b"".join(chunks), False
-
-
-async def _interruptible(closed: Lifecycle | None, wait: Callable[..., Awaitable[_W]],
-                         *args: Any) -> _W:
-    """Await ``wait(*args)``; with ``closed``, inside its scope that closing cancels."""
-    if closed is None:
-        return await wait(*args)
-    with closed.interruptible():
-        return await wait(*args)
-    raise AssertionError("unreachable: interruptible() raises when it ends a wait")
 
 
 def _connection_error(exc: BaseException, base_url: str) -> APIConnectionError:

@@ -27,9 +27,8 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractContextManager
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import anyio
 
@@ -43,11 +42,12 @@ from ._errors import (
     UpstreamError,
     WatchTimeoutError,
 )
+from ._lifecycle import ClosedSignal, unless_closed
 from ._models import Task, TaskEvent, TaskStatus
 from ._planner import WatchPlan
 
-__all__ = ["LATE_FACTOR", "LATE_GRACE", "PRECISE", "SCOUT_GROWTH", "TRANSIENT", "ClosedSignal",
-           "PushSource", "watch_task"]
+__all__ = ["LATE_FACTOR", "LATE_GRACE", "PRECISE", "SCOUT_GROWTH", "TRANSIENT", "PushSource",
+           "watch_task"]
 
 _log = logging.getLogger("wan26_async")
 
@@ -67,9 +67,6 @@ SCOUT_GROWTH = 0.02
 #: the task's age (or within two scout intervals).
 PRECISE = 0.3
 
-T = TypeVar("T")
-
-
 class PushSource(Protocol):
     """Where a watch takes pushed updates from (a ``CallbackReceiver``'s plumbing)."""
 
@@ -80,24 +77,6 @@ class PushSource(Protocol):
     async def _wait_pushed(self, task_id: str, timeout: float) -> Task | None: ...  # noqa: ASYNC109
 
     def _forget(self, task_id: str) -> None: ...
-
-
-class ClosedSignal(Protocol):
-    """A client's closed state (see `_lifecycle.Lifecycle`)."""
-
-    def interruptible(self) -> AbstractContextManager[None]:
-        """A scope that ends a wait at once, raising `ClientClosedError`, on closing."""
-        ...
-
-
-async def _unless_closed(closed: ClosedSignal | None, wait: Callable[[], Awaitable[T]]) -> T:
-    # A watch sleeping between polls wakes when its client closes and raises at once,
-    # instead of sleeping out the interval and then failing (or, worse, polling on).
-    if closed is None:
-        return await wait()
-    with closed.interruptible():
-        return await wait()
-    raise AssertionError("unreachable: interruptible() raises when it ends a wait")
 
 
 async def watch_task(
@@ -230,7 +209,7 @@ async def watch_task(
             if push is not None:
                 pushed = push._pushed(task_id)
                 if pushed is None or previous is None or pushed.status.rank <= previous.rank:
-                    pushed = await _unless_closed(
+                    pushed = await unless_closed(
                         closed, partial(push._wait_pushed, task_id, wait))
                 if pushed is not None:
                     task = pushed
@@ -240,7 +219,7 @@ async def watch_task(
                 # The shape's scouts poll for every watch of it: this one waits until
                 # they have learned it (then polls on the plan), or until a scout's
                 # place frees up (then it scouts), or its timeout.
-                await _unless_closed(closed, partial(plan.planner.wait_learned, plan.shape,
+                await unless_closed(closed, partial(plan.planner.wait_learned, plan.shape,
                                                      wait))
                 if left is None or left > 0:
                     if plan.planner.estimate(plan.shape) is not None:
@@ -250,7 +229,7 @@ async def watch_task(
                         polls += 1
                         continue
             else:
-                await _unless_closed(closed, partial(asyncio.sleep, wait))
+                await unless_closed(closed, partial(asyncio.sleep, wait))
             if planned is None:
                 polls += 1
             polled_before = last_poll
