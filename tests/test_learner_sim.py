@@ -145,7 +145,6 @@ def check_sliding(limit: int, window: float) -> None:
     assert out.refusals(3 * window, 6 * window) <= 6
 
 
-@OPEN
 def test_a_ten_second_fixed_window_is_ridden_near_its_rate() -> None:
     out = run(wan.InProcessRateLimiter(), FixedWindow(600, 10), seconds=180,
               callers=callers_for(60, 0.002, 0.0))

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 import wan26_async as wan
@@ -36,7 +37,11 @@ pytestmark = pytest.mark.skipif(
     reason="redis-server is not installed (apt-get install redis-server; .ci/run does)")
 
 redis_asyncio = pytest.importorskip("redis.asyncio", reason="the redis package (test extra)")
+from wan26_async._ratelimit import LimitState  # noqa: E402
+from wan26_async._ratelimit._learner import ramp  # noqa: E402
 from wan26_async.redis import RedisRateLimiter, scope_for  # noqa: E402
+from wan26_async.redis._scripts import ACQUIRE  # noqa: E402
+from wan26_async.redis._state import STATE_FIELDS, decode_state, encode_state  # noqa: E402
 
 REQUEST = wan.TextToVideo(prompt="p", resolution="720p", duration=2)
 MANY_RETRIES = wan.RetryPolicy(max_retries=100, initial_backoff=0.01)
@@ -165,6 +170,37 @@ def test_one_429_pauses_every_client_in_every_thread_once(redis_url: str, prefix
     assert sum(limiter.pauses for limiter in limiters) == 1
     assert sum(limiter.rate_limited for limiter in limiters) == 1
     assert len(made) == len(times) - 1  # each create once, the refused one resent
+
+
+@pytest.mark.parametrize("state", [
+    # climbing toward the cap, then held there, then looking above it
+    LimitState(phase="steady", rate=40.0, burst=9.0, server_burst=10.0, ceiling=50.0,
+               base=40.0, add=0.4, cap=50.0, look=1.0, lift=1.5, most=60.0),
+    # a hold before a climb (after a drop)
+    LimitState(phase="steady", rate=20.0, burst=9.0, server_burst=10.0, ceiling=50.0,
+               base=20.0, add=0.4, cap=50.0, hold=30.0, look=1.0, lift=1.5),
+    # a told pace never moves
+    LimitState(phase="steady", rate=40.0, burst=4.0, server_burst=5.0, ceiling=40.0,
+               base=40.0, cap=40.0, told=True),
+], ids=["climb-hold-look", "hold-then-climb", "told"])
+async def test_the_redis_pace_steps_as_the_learner_does(
+    redis: Any, prefix: str, state: LimitState,
+) -> None:
+    # One learner, two stores: the ACQUIRE script steps the pace per slot exactly as
+    # `ramp` does in memory (a drift between them was a bug of the first round).
+    keys = [f"{prefix}:state", f"{prefix}:gate", f"{prefix}:events"]
+    fields = encode_state(state)
+    await redis.hset(keys[0], mapping=dict(zip(fields[::2], fields[1::2], strict=True)))
+    acquire = redis.register_script(ACQUIRE)
+    expected = attrs.evolve(state)
+    for want in (1, 30, 7, 200, 400):
+        await acquire(keys=keys, args=[60_000, 100, "p", 0, 0, want, 1e12])
+        for _ in range(want):
+            ramp(expected)
+        kept = decode_state(await redis.hmget(keys[0], STATE_FIELDS))
+        for name in ("rate", "hold", "cap", "ceiling"):
+            assert getattr(kept, name) == pytest.approx(getattr(expected, name), rel=1e-6), (
+                name, want)
 
 
 async def test_the_learned_limit_is_shared_and_the_keys_hold_no_api_key(

@@ -129,11 +129,15 @@ def burst_shown(admitted: int, elapsed: float, rate: float, server_burst: float
                 ) -> float | None:
     """The server's burst as a refusal ``elapsed`` seconds after a pause shows it, when
     the refusal came while the burst was still being spent (``admitted`` since the pause,
-    paced at ``rate`` after it): the burst learned was too big. None otherwise (a rate
-    too high, or nothing to tell)."""
-    if admitted < 2 or elapsed * rate >= server_burst:
+    paced at ``rate`` after it) and fewer were admitted than the burst learned: the burst
+    is at most one more than were admitted (whatever the server's refill, which only adds
+    to it). None otherwise (a rate too high, or nothing to tell).
+
+    Not less than that: a refusal this early may also be a limit that fell, and a burst
+    taken too small makes every later fit believe too high a rate."""
+    if admitted < 1 or elapsed * rate >= server_burst or admitted + 1 >= server_burst:
         return None
-    return float(max(1, min(server_burst - 1, math.floor(admitted - elapsed * rate))))
+    return float(admitted + 1)
 
 
 def in_server_order(events: Events, jitter: float) -> list[tuple[float, bool]]:

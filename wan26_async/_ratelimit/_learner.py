@@ -52,7 +52,11 @@ class LimitState:
     the best rate a fit believed (0: none yet), ``base`` the pace set by the latest fit.
     Per request let go, the pace moves by `ramp`: after ``hold`` more requests it grows
     to ``rate * step + add``, never past ``cap``. ``hold_span`` is the hold (s) of the
-    next climb. ``first`` is when the first 429 was decided (-1: none yet); ``wave``
+    next climb. Once the pace reaches ``cap`` it stays there ``look`` seconds; if no 429
+    came meanwhile, the server admits that pace: it becomes the ceiling and the cap
+    rises ``lift`` times (``look`` 0: never); and at least ``most`` requests, the most the
+    server admitted at once (the first wave). ``first`` is when the first 429 was decided
+    (-1: none yet); ``wave``
     says the first wave is kept for the probe's fit; ``told`` that the rate was given.
     """
 
@@ -67,6 +71,9 @@ class LimitState:
     cap: float = NO_CAP
     hold: float = 0.0
     hold_span: float = 0.0
+    look: float = 0.0
+    lift: float = 1.0
+    most: float = 0.0
     first: float = -1.0
     wave: bool = False
     told: bool = False
@@ -91,6 +98,14 @@ def ramp(state: LimitState) -> None:
         state.hold -= 1
     elif state.rate < state.cap:
         state.rate = min(state.cap, state.rate * state.step + state.add)
+        if state.rate >= state.cap and state.look > 0:
+            # at the cap: stay there a while, and for as many requests as the server ever
+            # admitted at once (a limit with a long memory, a window, has refused by then)
+            state.hold = max(state.look * state.rate, state.most)
+    elif state.look > 0:
+        # ``look`` s at the cap without a 429: the server admits this pace; look above it
+        state.ceiling = max(state.ceiling, state.rate)
+        state.cap = state.rate * state.lift
 
 
 @attrs.frozen(kw_only=True)
@@ -106,12 +121,15 @@ class Learner:
     its start. A climb grows the pace by ``climb`` of itself per second (``climb`` per
     request, at the pace) after a hold of ``hold`` seconds (doubling after a failed
     climb, at most ``max_hold``). A burst found too big lets the pace climb to
-    ``regain`` times itself. A fit near the ceiling over less than ``long_span`` s
-    lowers it by ``trim`` at most;
-    a fit may exceed the fastest admitted rate by ``slack``; the long-run admitted rate
-    floors the pace after ``floor_after`` seconds of pauses (limits that are not a
-    bucket); no pace is below ``least_rate``; the slow start stops counting at
-    ``max_window`` in flight.
+    ``regain`` times itself; a pace refused as soon as a burst was spent slows by
+    ``cut``. A pace held at its cap without a 429 looks ``lift`` times higher after
+    ``look_soon`` s when the fit was loose or the limit moved, ``look_sure`` s after a
+    fit the replies bound tightly, twice as long after each look that met a 429, at
+    most ``max_look``. A fit near the ceiling over less than ``long_span`` s lowers it
+    by ``trim`` at most; a fit may exceed the fastest admitted rate by ``slack``; the
+    long-run admitted rate floors the pace after ``floor_after`` seconds of pauses
+    (limits that are not a bucket); no pace is below ``least_rate``; the slow start
+    stops counting at ``max_window`` in flight.
     """
 
     initial_window: float = 4.0
@@ -128,6 +146,11 @@ class Learner:
     trim: float = 0.97
     long_span: float = 1.0
     regain: float = 1.5
+    cut: float = 0.8
+    lift: float = 1.5
+    look_soon: float = 1.0
+    look_sure: float = 60.0
+    max_look: float = 600.0
     floor_after: float = 5.0
     least_rate: float = 1.0 / 60.0
     max_window: float = 4096.0
@@ -182,7 +205,8 @@ class Learner:
         if state.phase == "start":
             # the first wave was refused at about the rate it was sent: the probe may
             # need to go that fast
-            return self._probe(state, float(max(1, admitted)), refused,
+            return self._probe(attrs.evolve(state, most=float(admitted)),
+                               float(max(1, admitted)), refused,
                                reach=4 * shown if math.isfinite(shown) else 0.0)
         if state.phase == "probe" and state.wave and wave:
             burst, rate, lowest, highest = fit_bucket(wave, events, start=anchor)
@@ -197,11 +221,13 @@ class Learner:
                 return attrs.evolve(state, server_burst=shown_burst,
                                     burst=paced_burst(shown_burst),
                                     cap=max(state.cap, state.rate * self.regain),
-                                    add=self.climb, hold=0.0, wave=False)
+                                    add=self.climb, hold=0.0, wave=False,
+                                    look=self.look_soon)
         lowest, highest = fit_rate(events, burst=state.server_burst, start=anchor)
         rate = rate_in(lowest, highest)
         if admitted <= state.server_burst or lowest <= 0.0 or not self._believable(rate, shown):
-            return self._unexplained(state, shown)
+            return self._unexplained(state, shown,
+                                     early=state.burst <= admitted <= state.server_burst + 1)
         return self._settle(state, rate, state.server_burst, refused, since_first, highest,
                             span)
 
@@ -219,11 +245,12 @@ class Learner:
             state, phase="probe", rate=rate, base=rate, server_burst=server_burst,
             burst=paced_burst(server_burst),
             step=min(self.probe_step, self.probe_growth ** (1.0 / max(1.0, server_burst))),
-            add=0.0,
+            add=0.0, look=0.0,
             cap=min(NO_CAP, max(rate * self.probe_reach, reach)), hold=0.0, first=first,
             wave=state.phase == "start", hold_span=state.hold_span or self.hold)
 
-    def _unexplained(self, state: LimitState, shown: float) -> LimitState:
+    def _unexplained(self, state: LimitState, shown: float, early: bool = False
+                     ) -> LimitState:
         """A pause the replies do not fit (refused within the burst, a hiccup, a limit of
         another shape): never faster than the replies showed. A probe starts over from
         half its start (or of what was shown), a steady pace slows a little and climbs
@@ -232,6 +259,12 @@ class Learner:
             start = max(self.least_rate, min(state.base, shown) / 2)
             return self._probe(state, state.server_burst, state.first, rate=start,
                                reach=state.cap)
+        if early:
+            # The whole burst after a pause was admitted, and the next requests refused
+            # at once: the pace is far too fast for the limit now (it fell). Slow down by
+            # a fifth, hold, then climb back as after a fit well below the ceiling. (A
+            # 429 among the burst, a hiccup or a storm of them, is not this.)
+            return self._below(state, max(self.least_rate, min(state.rate * self.cut, shown)))
         rate = max(self.least_rate, min(state.rate * 0.97, shown))
         return attrs.evolve(state, rate=rate, base=rate, step=1.0, add=self.climb,
                             cap=max(rate, state.ceiling), hold=0.0, wave=False)
@@ -246,29 +279,48 @@ class Learner:
         found = rate * self.margin
         first = state.ceiling <= 0  # nothing believed before: this is the limit
         climbing = state.phase == "steady" and state.rate > state.base * 1.01
+        # a look above the ceiling met this 429: the ceiling was right, look later
+        looked = state.phase == "steady" and state.look > 0 and (
+            state.rate > state.ceiling * 1.01)
+        sure = min(self.max_look, max(self.look_sure, state.look * (2 if looked else 1)))
         state = attrs.evolve(state, phase="steady", server_burst=server_burst,
-                             burst=paced_burst(server_burst), step=1.0, wave=False)
+                             burst=paced_burst(server_burst), step=1.0, add=self.climb,
+                             lift=self.lift, wave=False)
         if highest > rate * 1.2:
             # The replies bound the rate loosely (a burst large beside the rate, or
             # timing noise): pace at the low end and climb toward the high one; the next
-            # refusal comes after a long span, which bounds it tightly.
+            # refusal comes after a long span, which bounds it tightly. None there: the
+            # limit is higher still, look above it soon.
             top = max(found, min(NO_CAP, highest) * self.margin)
             if first or top > state.ceiling:
                 return attrs.evolve(state, rate=found, base=found, ceiling=top, cap=top,
-                                    add=self.climb, hold=0.0, hold_span=self.hold)
+                                    hold=0.0, hold_span=self.hold, look=self.look_soon)
         if first:
             return attrs.evolve(state, rate=found, base=found, ceiling=found, cap=found,
-                                add=0.0, hold=0.0, hold_span=self.hold)
+                                hold=max(sure * found, state.most), hold_span=self.hold,
+                                look=sure)
         if found >= state.ceiling * 0.9:
             # About the limit as known: a fit a little high, a hiccup, or a small change.
             # A fit over a long span is believed; a short one only trims the ceiling (a
             # little per pause, so that a hiccup costs little). Climb back to it at once.
             trimmed = max(found, state.ceiling * self.trim)
             ceiling = found if span >= self.long_span else trimmed
-            return attrs.evolve(state, rate=min(found, ceiling), base=found, ceiling=ceiling,
-                                cap=ceiling, add=self.climb, hold=0.0, hold_span=self.hold)
-        # Well below the best rate learned: the limit dropped, or others share it. Hold,
-        # then climb back toward it; a climb that failed waits twice as long next time.
+            pace = min(found, ceiling)
+            return attrs.evolve(state, rate=pace, base=found, ceiling=ceiling, cap=ceiling,
+                                hold=max(sure * pace, state.most) if pace >= ceiling else 0.0,
+                                hold_span=self.hold, look=sure)
+        return self._below(state, found, climbing)
+
+    def _below(self, state: LimitState, found: float, climbing: bool | None = None
+               ) -> LimitState:
+        """Pace at ``found``, well below the best rate learned: the limit dropped, or
+        others share it. Hold, then climb back toward it; a climb that failed waits twice
+        as long next time. A limit that moved may come back higher than it was: once back
+        at the best rate, look above it soon."""
+        if climbing is None:
+            climbing = state.rate > state.base * 1.01
         span = min(self.max_hold, state.hold_span * 2) if climbing else self.hold
-        return attrs.evolve(state, rate=found, base=found, cap=state.ceiling, add=self.climb,
-                            hold=span * found, hold_span=span)
+        return attrs.evolve(state, phase="steady", rate=found, base=found, step=1.0,
+                            add=self.climb, lift=self.lift, cap=max(found, state.ceiling),
+                            hold=span * found, hold_span=span, look=self.look_soon,
+                            wave=False)

@@ -10,8 +10,9 @@ Keys (one limit; ``{scope}`` is a hash tag, so that a cluster keeps them togethe
 
 ``KEYS[1]`` state (hash)
     The learner's `LimitState` (see `wan26_async.redis._state`: ``phase rate burst sburst
-    ceiling base step add cap hold hspan first wave told``), and the store's own: ``tat``
-    the theoretical arrival time of the pace (GCRA); ``gend`` when the latest pause ends;
+    ceiling base step add cap hold hspan look lift most first wave told``), and the
+    store's own: ``tat`` the theoretical arrival time of the pace (GCRA); ``gend`` when
+    the latest pause ends;
     ``pause`` a counter of pauses; ``asf`` admissions since the first 429; ``wdata`` the
     first wave's decisions (ms after ``wstart``, refusals marked ``x``) until the probe.
 ``KEYS[2]`` gate (string): the time the current pause ends, with a PX expiry at it.
@@ -66,11 +67,12 @@ end
 #: now): no slot while the gate is closed; unpaced slots while unpaced (phase start);
 #: else GCRA slots up to the horizon (none ahead in a probe), and always at least one
 #: (the next in line), so a caller never has to ask twice for one request. Each slot
-#: steps the pace as `ramp` does: after ``hold`` slots, ``rate * step + add`` up to ``cap``.
+#: steps the pace as `ramp` does: after ``hold`` slots, ``rate * step + add`` up to ``cap``;
+#: held ``look`` s (and ``most`` slots) at the cap, the cap rises ``lift`` times.
 ACQUIRE = _PRELUDE + """
 local now = now_ms()
 local st = redis.call('HMGET', KEYS[1], 'phase', 'rate', 'burst', 'tat', 'pause', 'step',
-                      'add', 'cap', 'hold')
+                      'add', 'cap', 'hold', 'ceiling', 'look', 'lift', 'most')
 local phase = st[1] or 'start'
 local rate = tonumber(st[2]) or 0
 local burst = tonumber(st[3]) or 1
@@ -91,6 +93,8 @@ if rate <= 0 then
 end
 local step, add = tonumber(st[6]) or 1, tonumber(st[7]) or 0
 local cap, hold = tonumber(st[8]) or rate, tonumber(st[9]) or 0
+local ceiling, look = tonumber(st[10]) or 0, tonumber(st[11]) or 0
+local lift, most = tonumber(st[12]) or 1, tonumber(st[13]) or 0
 local tau = 0
 if phase == 'steady' then tau = (burst - 1) * 1000 / rate else horizon = 0 end
 local tat = tonumber(st[4]) or 0
@@ -105,10 +109,17 @@ while granted < want do
   tat = tat + 1000 / rate
   granted = granted + 1
   if hold > 0 then hold = hold - 1
-  elseif rate < cap then rate = math.min(cap, rate * step + add) end
+  elseif rate < cap then
+    rate = math.min(cap, rate * step + add)
+    if rate >= cap and look > 0 then hold = math.max(look * rate, most) end
+  elseif look > 0 then
+    if rate > ceiling then ceiling = rate end
+    cap = rate * lift
+  end
   if phase == 'steady' then tau = (burst - 1) * 1000 / rate end
 end
-redis.call('HSET', KEYS[1], 'tat', fmt(tat), 'rate', fmt(rate), 'hold', fmt(hold))
+redis.call('HSET', KEYS[1], 'tat', fmt(tat), 'rate', fmt(rate), 'hold', fmt(hold),
+           'cap', fmt(cap), 'ceiling', fmt(ceiling))
 out[2] = fmt(rate)
 redis.call('PEXPIRE', KEYS[1], ttl)
 local nxt = tat - tau - limit

@@ -19,8 +19,8 @@ __all__ = ["STATE_FIELDS", "decode_state", "decode_wave", "encode_state", "encod
 #: The hash field of each `LimitState` attribute.
 _NAMES = {"phase": "phase", "rate": "rate", "burst": "burst", "server_burst": "sburst",
           "ceiling": "ceiling", "base": "base", "step": "step", "add": "add", "cap": "cap",
-          "hold": "hold", "hold_span": "hspan", "first": "first", "wave": "wave",
-          "told": "told"}
+          "hold": "hold", "hold_span": "hspan", "look": "look", "lift": "lift",
+          "most": "most", "first": "first", "wave": "wave", "told": "told"}
 STATE_FIELDS = list(_NAMES.values())
 
 
