@@ -68,6 +68,20 @@ def test_every_token_bucket_is_learned_to_nine_tenths(
     check_bucket(rate, burst, jitter)
 
 
+@pytest.mark.parametrize(("rate", "burst"), [(6, 170), (1, 200), (2, 50), (5, 60)])
+def test_a_large_burst_with_a_slow_refill_is_learned_from_what_a_pause_refills(
+    rate: float, burst: int,
+) -> None:
+    # A pause of Retry-After refills a few tokens of a burst that takes half a minute or
+    # more to fill: what the server admits after it tells the rate (it was learned
+    # after 100 s and more, with a 429 every few seconds, when the bucket was taken to
+    # be full after every pause).
+    out = run(wan.InProcessRateLimiter(), Bucket(rate, burst), seconds=60 + 2 * burst / rate,
+              callers=callers_for(rate, 0.002, 0.0))
+    assert out.rate(10, out.duration) >= 0.9 * rate
+    assert out.refusals(10, out.duration) <= 5
+
+
 def test_the_probe_never_runs_away() -> None:
     # the bug of the fast bucket: a probe ramped without bound and a fit believed it
     # (rate=1140953 against a 500/s bucket, then 123 req/s)

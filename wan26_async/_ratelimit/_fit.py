@@ -69,7 +69,9 @@ def _bracket(events: Events, burst: float, start: float, full: bool, hi: float
     ``events``; the lowest may exceed the highest (no rate does)."""
 
     def explains(rate: float, admitted_side: bool) -> bool:
-        tokens = burst if full else 0.0
+        # not full: just after a refusal, which found less than one token (as many as
+        # that for the admissions, none for the refusals: each bound at its most)
+        tokens = burst if full else (min(1.0, burst) if admitted_side else 0.0)
         last = start
         for when, admitted in events:
             if when > last:
@@ -106,7 +108,7 @@ def fit_rate(
 ) -> tuple[float, float]:
     """Bracket a token bucket's refill rate from replies: ``(lowest, highest)`` rate that
     explains them. ``events`` are ``(time, admitted)`` in time order since ``start``,
-    when the bucket held ``burst`` tokens (``full``) or none.
+    when the bucket held ``burst`` tokens (``full``) or less than one (a refusal).
 
     The lowest rate is the least at which every admitted request found a token; the
     highest the most at which every refused one found none. More rate means more

@@ -22,6 +22,11 @@ here, with no I/O and no clock of their own, from the state and the replies seen
    dropped, or others share it), the pace holds for a while, then climbs back toward
    that rate by a bounded fraction a second (`ramp`); a climb that meets a 429 again
    waits twice as long before the next one, so a lasting drop costs one 429 per hold.
+5. *Looking above*: a pace held at its cap for ``look`` seconds (and for as many
+   requests as the server ever admitted at once) with no 429 is admitted: it becomes
+   the ceiling and the cap rises ``lift`` times (`ramp`). ``look`` is short after a
+   loose fit or a limit that moved, long after a tight fit, and doubles after each look
+   that met a 429, so a limit that rose is found soon and one that did not costs little.
 
 The stores apply `ramp` on every request they let go (the Redis store in Lua, with the
 same fields); everything else is `Learner.paused`, called once per pause.
@@ -56,7 +61,8 @@ class LimitState:
     came meanwhile, the server admits that pace: it becomes the ceiling and the cap
     rises ``lift`` times (``look`` 0: never); and at least ``most`` requests, the most the
     server admitted at once (the first wave). ``first`` is when the first 429 was decided
-    (-1: none yet); ``wave``
+    (-1: none yet), ``last`` when the 429 that began the latest pause was (the server's
+    bucket was empty then); ``wave``
     says the first wave is kept for the probe's fit; ``told`` that the rate was given.
     """
 
@@ -75,6 +81,7 @@ class LimitState:
     lift: float = 1.0
     most: float = 0.0
     first: float = -1.0
+    last: float = -1.0
     wave: bool = False
     told: bool = False
 
@@ -195,6 +202,11 @@ class Learner:
         """
         if state.told:
             return state  # the user's pace is kept; the gate alone waits
+        return attrs.evolve(self._decide(state, replies, anchor, refused, since_first, wave),
+                            last=refused)
+
+    def _decide(self, state: LimitState, replies: Events, anchor: float, refused: float,
+                since_first: int, wave: Events | None) -> LimitState:
         # what was decided up to the refusal (a store may report a little more)
         events = [e for e in sorted(replies) if e[0] <= refused + JITTER]
         admitted = sum(1 for _, ok in events if ok)
@@ -212,6 +224,24 @@ class Learner:
             burst, rate, lowest, highest = fit_bucket(wave, events, start=anchor)
             if admitted > burst and lowest > 0.0 and self._believable(rate, shown):
                 return self._settle(state, rate, burst, refused, since_first, highest, span)
+        if 0 <= state.last < anchor:
+            # The bucket was empty at the refusal that began the pause. A pause short for
+            # the bucket (no rate the replies allow refills it whole) shows the rate by
+            # what it refilled: a burst large beside the rate. Believed while probing
+            # when the pause refilled under a third of what the first wave was admitted
+            # (a slow first wave counts much refill as burst), and later when about the
+            # pace as fitted (a 429 not of the bucket, a fault or another limit, finds it
+            # far from empty: that is not a fit to slow down for).
+            pause = anchor - state.last
+            lowest, highest = fit_rate(events, burst=state.server_burst, start=state.last,
+                                       full=False)
+            rate = rate_in(lowest, highest)
+            if (lowest > 0.0 and highest * pause < state.server_burst - 1
+                    and self._believable(rate, shown)
+                    and (admitted * 3 < state.most if state.phase == "probe"
+                         else rate * self.margin >= state.base * 0.9)):
+                return self._settle(state, rate, state.server_burst, refused, since_first,
+                                    highest, span)
         if state.phase == "steady" and state.rate > 0:
             shown_burst = burst_shown(admitted, span, state.rate, state.server_burst)
             if shown_burst is not None:
@@ -320,7 +350,13 @@ class Learner:
         if climbing is None:
             climbing = state.rate > state.base * 1.01
         span = min(self.max_hold, state.hold_span * 2) if climbing else self.hold
+        ceiling = state.ceiling
+        if climbing and state.rate >= ceiling * 0.99:
+            # refused at the best rate learned itself: it is no longer (or never was) the
+            # limit; the next climb stops halfway
+            ceiling = max(found, (found + ceiling) / 2)
         return attrs.evolve(state, phase="steady", rate=found, base=found, step=1.0,
-                            add=self.climb, lift=self.lift, cap=max(found, state.ceiling),
+                            add=self.climb, lift=self.lift, cap=max(found, ceiling),
+                            ceiling=ceiling,
                             hold=span * found, hold_span=span, look=self.look_soon,
                             wave=False)

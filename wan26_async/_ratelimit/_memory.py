@@ -273,7 +273,8 @@ class InProcessRateLimiter(RateLimiter):
         state = self.state
         if state.rate:
             self._stamp = now
-            refilled = 1.0 + (self._gate_until - self._paused_at) * state.rate
+            # the server's bucket was empty at the refusal (less than a token)
+            refilled = (self._gate_until - self._paused_at) * state.rate
             self._tokens = 1.0 if state.phase == "probe" else min(state.burst, refilled)
 
     async def aclose(self) -> None:

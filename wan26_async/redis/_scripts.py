@@ -155,11 +155,11 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 if now < gate then return {0, phase, '0', fmt(refused), '0', fmt(now)} end
 local anchor = tonumber(st[2]) or 0
 local pause = redis.call('HINCRBY', KEYS[1], 'pause', 1)
--- the server's bucket refills during the pause (as much as it is long): the pace starts
--- afresh at its end
+-- the server's bucket refills during the pause (as much as it is long, from less than a
+-- token at the refusal): the pace starts afresh at its end
 local rate, burst = tonumber(st[3]) or 0, tonumber(st[4]) or 1
 local tat = untl
-if rate > 0 then tat = untl + math.max(0, (burst - 1) * 1000 / rate - wait) end
+if rate > 0 then tat = untl + math.max(0, burst * 1000 / rate - wait) end
 redis.call('HSET', KEYS[1], 'tat', fmt(tat))
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. fmt(anchor))
 return {1, phase, tostring(pause), fmt(refused), fmt(anchor), fmt(now)}

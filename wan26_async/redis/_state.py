@@ -20,7 +20,8 @@ __all__ = ["STATE_FIELDS", "decode_state", "decode_wave", "encode_state", "encod
 _NAMES = {"phase": "phase", "rate": "rate", "burst": "burst", "server_burst": "sburst",
           "ceiling": "ceiling", "base": "base", "step": "step", "add": "add", "cap": "cap",
           "hold": "hold", "hold_span": "hspan", "look": "look", "lift": "lift",
-          "most": "most", "first": "first", "wave": "wave", "told": "told"}
+          "most": "most", "first": "first", "last": "last", "wave": "wave",
+          "told": "told"}
 STATE_FIELDS = list(_NAMES.values())
 
 
@@ -66,7 +67,7 @@ def encode_state(state: LimitState) -> list[str]:
             out += [field, "1" if value else "0"]
         elif isinstance(value, str):
             out += [field, value]
-        elif name == "first":
+        elif name in ("first", "last"):
             out += [field, f"{value * 1000.0:.6f}" if value >= 0 else "-1"]
         else:
             out += [field, repr(float(value))]
@@ -84,7 +85,7 @@ def decode_state(values: Sequence[bytes | str | None]) -> LimitState:
             found[name] = value
         elif name in ("wave", "told"):
             found[name] = value == "1"
-        elif name == "first":
+        elif name in ("first", "last"):
             found[name] = float(value) / 1000.0 if float(value) >= 0 else -1.0
         else:
             found[name] = float(value)
