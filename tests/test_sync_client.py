@@ -249,6 +249,16 @@ def test_an_unclosed_client_warns_and_its_thread_ends(server: FakeWanServer) -> 
 def test_ctrl_c_cancels_the_call_cleanly() -> None:
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signals reach the main thread only")
+    # A suite started in the background (`nox -s tests &`, some CI runners) inherits
+    # SIGINT ignored, and Python then keeps ignoring it: Ctrl-C is what is tested here.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _press_ctrl_c_during_a_wait()
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def _press_ctrl_c_during_a_wait() -> None:
     with FakeWanServer(**SLOW).run_in_thread() as server, make_client(server) as client:
         task = client.create_task(request())
         idle = loop_tasks(client)
