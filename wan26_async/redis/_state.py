@@ -23,6 +23,8 @@ _NAMES = {"phase": "phase", "rate": "rate", "burst": "burst", "server_burst": "s
           "most": "most", "first": "first", "last": "last", "wave": "wave",
           "told": "told"}
 STATE_FIELDS = list(_NAMES.values())
+#: The fields that are times (s on the store's clock; -1: none), kept in Redis as ms.
+_TIMES = ("first", "last")
 
 
 def scope_for(base_url: str, api_key: str) -> str:
@@ -67,7 +69,7 @@ def encode_state(state: LimitState) -> list[str]:
             out += [field, "1" if value else "0"]
         elif isinstance(value, str):
             out += [field, value]
-        elif name in ("first", "last"):
+        elif name in _TIMES:
             out += [field, f"{value * 1000.0:.6f}" if value >= 0 else "-1"]
         else:
             out += [field, repr(float(value))]
@@ -85,7 +87,7 @@ def decode_state(values: Sequence[bytes | str | None]) -> LimitState:
             found[name] = value
         elif name in ("wave", "told"):
             found[name] = value == "1"
-        elif name in ("first", "last"):
+        elif name in _TIMES:
             found[name] = float(value) / 1000.0 if float(value) >= 0 else -1.0
         else:
             found[name] = float(value)
