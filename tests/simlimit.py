@@ -193,10 +193,16 @@ def run(
     latency: float = 0.002,
     jitter: float = 0.0,
     seed: int = 0,
+    send_cost: float = 0.0,
 ) -> Run:
-    """Callers send back to back for ``seconds`` of virtual time through ``limiter``."""
+    """Callers send back to back for ``seconds`` of virtual time through ``limiter``.
+
+    ``send_cost`` (s) is the client's time to send one request, during which nothing
+    else runs: requests let go together reach the server together, once all are sent
+    (one event loop for client and server, as with the emulator; or a busy client)."""
     rng = random.Random(seed)
     out = Run(duration=seconds)
+    wire = [0.0]  # when the client is done sending what it has let go
 
     async def main() -> Run:
         loop = asyncio.get_running_loop()
@@ -211,6 +217,10 @@ def run(
                 if not limiter.try_acquire():
                     await limiter.acquire()
                 sent = loop.time()
+                if send_cost:
+                    wire[0] = max(sent, wire[0]) + send_cost
+                    while loop.time() < wire[0]:  # noqa: ASYNC110 (virtual time; it moves)
+                        await asyncio.sleep(wire[0] - loop.time())
                 await asyncio.sleep(trip())
                 decided = loop.time()
                 retry_after = shape.admit(decided)

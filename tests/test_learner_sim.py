@@ -92,6 +92,20 @@ def test_the_probe_never_runs_away() -> None:
     assert out.rate(10, 20) >= 0.9 * 500
 
 
+@pytest.mark.parametrize("send_cost", [0.0004, 0.0007])
+def test_the_burst_after_a_pause_does_not_end_in_a_429_when_it_queues(send_cost: float
+                                                                      ) -> None:
+    # The bug (CI, real sockets): 30 callers on a 500/s bucket of 50, a client spending
+    # ~0.7 ms to send each request. After a pause its burst left over ~20 ms; the pace
+    # refilled meanwhile, the server's full bucket did not: a burst's worth more than the
+    # server admitted, a 429 at the end of every pause, for ever (2 pauses in 1.2 s).
+    limiter = wan.InProcessRateLimiter()
+    out = run(limiter, Bucket(500, 50), seconds=20, callers=30, send_cost=send_cost)
+    assert limiter.phase == "steady", repr(limiter)
+    assert out.refusals(5, 20) <= 2, (out.refusals(5, 20), limiter)
+    assert out.rate(5, 20) >= 0.9 * 500, out.rate(5, 20)
+
+
 def check_drop(rate: float, drop: float) -> None:
     shape = Changing(Bucket(rate, 10), [(0, rate), (20, rate * drop), (26, rate)])
     out = run(wan.InProcessRateLimiter(), shape, seconds=44,
@@ -212,3 +226,17 @@ def test_a_climb_that_fails_waits_twice_as_long_before_the_next() -> None:
     climbing = attrs.evolve(first, rate=first.base * 1.1)  # the climb went past the limit
     second = learner.paused(climbing, replies, anchor=0.0, refused=3.02)
     assert second.hold_span == 2 * first.hold_span
+
+
+def test_a_fit_over_a_few_ms_never_raises_the_ceiling() -> None:
+    # The bug (CI, real sockets, 500/s bucket of 50): 56 admitted within 9 ms of a
+    # pause, read with a burst learned a token low, fit 681-780/s; the short-span rule
+    # took it as the new ceiling and the pace rose to 690/s, a 429 a second after.
+    learner = Learner()
+    steady = LimitState(phase="steady", rate=487.7, base=487.7, ceiling=487.7, cap=487.7,
+                        server_burst=49.0, burst=44.0, hold_span=learner.hold, first=0.0,
+                        last=9.0)
+    replies = ([(10.0168 + 0.0002 * i, True) for i in range(30)]
+               + [(10.0235 + 0.0001 * i, True) for i in range(26)] + [(10.0258, False)])
+    after = learner.paused(steady, replies, anchor=10.0, refused=10.0258)
+    assert after.ceiling <= steady.ceiling and after.rate <= steady.rate, after

@@ -332,8 +332,10 @@ class Learner:
         if found >= state.ceiling * 0.9:
             # About the limit as known: a fit a little high, a hiccup, or a small change.
             # A fit over a long span is believed; a short one only trims the ceiling (a
-            # little per pause, so that a hiccup costs little). Climb back to it at once.
-            trimmed = max(found, state.ceiling * self.trim)
+            # little per pause, so that a hiccup costs little), never raises it: over a
+            # few ms a burst a token off reads as a rate far off (looks raise it). Climb
+            # back to it at once.
+            trimmed = max(min(found, state.ceiling), state.ceiling * self.trim)
             ceiling = found if span >= self.long_span else trimmed
             pace = min(found, ceiling)
             return attrs.evolve(state, rate=pace, base=found, ceiling=ceiling, cap=ceiling,

@@ -62,6 +62,7 @@ class InProcessRateLimiter(RateLimiter):
         self._wave: list[tuple[float, bool]] | None = None  # the first wave, for the probe
         self._wave_open = False  # the first wave still takes replies (until its pause ends)
         self._anchor = 0.0  # when the last pause ended (bucket assumed full)
+        self._held = False  # the pace accrues nothing until the burst after a pause arrives
         self._paused_at = 0.0  # when the last pause began
         self._since_first = 0  # admissions since the first 429
         self.pauses = 0  #: how many times a 429 closed the gate
@@ -105,6 +106,11 @@ class InProcessRateLimiter(RateLimiter):
 
     def _refill(self, now: float, late: float = 0.0) -> None:
         state = self.state
+        if self._held and state.rate and now - self._anchor < min(
+                state.burst / state.rate, self.learner.default_retry_after):
+            self._stamp = now  # the burst is on its way: the server's bucket is still full
+            return
+        self._held = False
         if state.rate and self._stamp is not None:
             cap = (state.burst if state.phase == "steady" else 1.0) + late
             self._tokens = min(cap, self._tokens + (now - self._stamp) * state.rate)
@@ -164,6 +170,8 @@ class InProcessRateLimiter(RateLimiter):
         if self.state.told or loop is None:
             return
         decided = self._clock.decided(loop.time(), sent_at)
+        if self._held:
+            self._arrived(decided)
         if self.state.phase == "start":
             self._window = self.learner.grow_window(self._window)
         if self._wave_open and self._wave is not None:
@@ -189,6 +197,8 @@ class InProcessRateLimiter(RateLimiter):
                 else max(0.0, retry_after))
         if not self.state.told:
             decided = self._clock.decided(now, sent_at)
+            if self._held:
+                self._arrived(decided)
             if self._wave_open and self._wave is not None:
                 self._wave.append((decided, False))
             self._events.append((decided, False))
@@ -264,6 +274,13 @@ class InProcessRateLimiter(RateLimiter):
             fut.set_result(None)
         self._schedule()
 
+    def _arrived(self, decided: float) -> None:
+        """A reply: once one was decided after the pause ended, the server has begun
+        spending the burst, and its bucket refills from then on: so does the pace."""
+        if decided >= self._anchor:
+            self._held = False
+            self._stamp = decided
+
     def _reopen(self, now: float) -> None:
         """The pause is over: the server's bucket has refilled meanwhile (as much as the
         pause was long: a short Retry-After is no full burst)."""
@@ -276,6 +293,13 @@ class InProcessRateLimiter(RateLimiter):
             # the server's bucket was empty at the refusal (less than a token)
             refilled = (self._gate_until - self._paused_at) * state.rate
             self._tokens = 1.0 if state.phase == "probe" else min(state.burst, refilled)
+            # The server's bucket, full, refills nothing until the burst reaches it: under
+            # load that is many ms after it left (a burst queues in the client and the
+            # server), and a pace refilled meanwhile sends a burst's worth more than the
+            # server admits: a 429 at the end of every pause. So nothing accrues until
+            # the first reply decided after now (at most a burst's time at the pace, and
+            # a default pause), if a burst goes at all.
+            self._held = state.phase == "steady" and self._tokens >= 1.0
 
     async def aclose(self) -> None:
         if self._timer is not None:
