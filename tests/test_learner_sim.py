@@ -110,9 +110,12 @@ def check_drop(rate: float, drop: float) -> None:
     shape = Changing(Bucket(rate, 10), [(0, rate), (20, rate * drop), (26, rate)])
     out = run(wan.InProcessRateLimiter(), shape, seconds=44,
               callers=callers_for(rate, 0.002, 0.004), jitter=0.004)
-    # during the drop: below the new rate, not a storm of 429s (about two a second at
-    # most while it settles)
-    assert out.rate(22, 26) <= rate * drop * 1.05
+    # during the drop: at least half the new rate (it ran at 0.13-0.24 of it, 300 -> 90
+    # and 100 -> 50, when the pace was floored by the rate admitted since the first 429,
+    # most of it before the drop: a 429 a second), and not a storm of 429s (about two a
+    # second at most while it settles). (What is admitted can never exceed what the
+    # server admits: no upper bound to test; the 429s are the cost of running above.)
+    assert out.rate(22, 26) >= 0.5 * rate * drop, out.rate(22, 26) / (rate * drop)
     assert out.refusals(20, 26) <= 12
     # within 12 s of the return, back within 0.9 of it, without a storm
     assert out.rate(36, 44) >= 0.9 * rate, out.rate(36, 44)

@@ -133,10 +133,10 @@ class Learner:
     ``look_soon`` s when the fit was loose or the limit moved, ``look_sure`` s after a
     fit the replies bound tightly, twice as long after each look that met a 429, at
     most ``max_look``. A fit near the ceiling over less than ``long_span`` s lowers it
-    by ``trim`` at most; a fit may exceed the fastest admitted rate by ``slack``; the
-    long-run admitted rate floors the pace after ``floor_after`` seconds of pauses
-    (limits that are not a bucket); no pace is below ``least_rate``; the slow start
-    stops counting at ``max_window`` in flight.
+    by ``trim`` at most; a fit may exceed the fastest admitted rate by ``slack``; what
+    was admitted from one 429 to the next floors the pace (limits that are not a bucket);
+    no pace is below ``least_rate``; the slow start stops counting at ``max_window`` in
+    flight.
     """
 
     initial_window: float = 4.0
@@ -158,7 +158,6 @@ class Learner:
     look_soon: float = 1.0
     look_sure: float = 60.0
     max_look: float = 600.0
-    floor_after: float = 5.0
     least_rate: float = 1.0 / 60.0
     max_window: float = 4096.0
 
@@ -189,7 +188,6 @@ class Learner:
         *,
         anchor: float,
         refused: float,
-        since_first: int = 0,
         wave: Events | None = None,
     ) -> LimitState:
         """The state after a 429 that began a pause.
@@ -197,20 +195,24 @@ class Learner:
         ``replies`` are the requests decided since ``anchor`` (when the previous pause
         ended and the server's bucket was full; in phase start, since the first
         request), up to the refusal decided at ``refused`` and what was in flight with
-        it. ``since_first`` counts the admissions since the first 429; ``wave`` is the
-        first wave, kept for the probe's fit while ``state.wave``.
+        it. ``wave`` is the first wave, kept for the probe's fit while ``state.wave``.
         """
         if state.told:
             return state  # the user's pace is kept; the gate alone waits
-        return attrs.evolve(self._decide(state, replies, anchor, refused, since_first, wave),
+        return attrs.evolve(self._decide(state, replies, anchor, refused, wave),
                             last=refused)
 
     def _decide(self, state: LimitState, replies: Events, anchor: float, refused: float,
-                since_first: int, wave: Events | None) -> LimitState:
+                wave: Events | None) -> LimitState:
         # what was decided up to the refusal (a store may report a little more)
         events = [e for e in sorted(replies) if e[0] <= refused + JITTER]
         admitted = sum(1 for _, ok in events if ok)
         span = refused - anchor
+        # From the previous 429 (the server's bucket then empty) to this one the server
+        # admitted this much: a rate it allows, whatever the limit's shape (a window's
+        # fits read far less). Since the first 429 instead, a limit that fell was paced
+        # for seconds at what it allowed before (0.13 of it, a 429 a second).
+        floor = (admitted - 1) / (refused - state.last) if 0 <= state.last < anchor else 0.0
         # The fastest the server was seen to admit (over enough requests that a burst is
         # at most half of them): no fit may believe much more than that.
         shown = peak_rate(events, max(4, 2 * math.ceil(state.server_burst)))
@@ -223,7 +225,7 @@ class Learner:
         if state.phase == "probe" and state.wave and wave:
             burst, rate, lowest, highest = fit_bucket(wave, events, start=anchor)
             if admitted > burst and lowest > 0.0 and self._believable(rate, shown):
-                return self._settle(state, rate, burst, refused, since_first, highest, span)
+                return self._settle(state, rate, burst, refused, floor, highest, span)
         if 0 <= state.last < anchor:
             # The bucket was empty at the refusal that began the pause. A pause short for
             # the bucket (no rate the replies allow refills it whole) shows the rate by
@@ -240,7 +242,7 @@ class Learner:
                     and self._believable(rate, shown)
                     and (admitted * 3 < state.most if state.phase == "probe"
                          else rate * self.margin >= state.base * 0.9)):
-                return self._settle(state, rate, state.server_burst, refused, since_first,
+                return self._settle(state, rate, state.server_burst, refused, floor,
                                     highest, span)
         if state.phase == "steady" and state.rate > 0:
             shown_burst = burst_shown(admitted, span, state.rate, state.server_burst)
@@ -256,9 +258,10 @@ class Learner:
         lowest, highest = fit_rate(events, burst=state.server_burst, start=anchor)
         rate = rate_in(lowest, highest)
         if admitted <= state.server_burst or lowest <= 0.0 or not self._believable(rate, shown):
-            return self._unexplained(state, shown,
-                                     early=state.burst <= admitted <= state.server_burst + 1)
-        return self._settle(state, rate, state.server_burst, refused, since_first, highest,
+            early = state.burst <= admitted <= state.server_burst + 1
+            return self._unexplained(state, min(shown, highest) if early and highest > 0
+                                     else shown, early=early)
+        return self._settle(state, rate, state.server_burst, refused, floor, highest,
                             span)
 
     def _believable(self, rate: float, shown: float) -> bool:
@@ -300,13 +303,13 @@ class Learner:
                             cap=max(rate, state.ceiling), hold=0.0, wave=False)
 
     def _settle(self, state: LimitState, rate: float, server_burst: float, refused: float,
-                since_first: int, highest: float, span: float) -> LimitState:
+                floor: float, highest: float, span: float) -> LimitState:
         """Pace at a believed fit of ``rate`` from now on; ``highest`` is the most the
         replies allow (a bracket wider than a fifth: climb toward it)."""
-        if state.first >= 0 and refused - state.first >= self.floor_after:
-            # for limits that are not a bucket: never slower than what was admitted
-            rate = max(rate, since_first / (refused - state.first))
-        found = rate * self.margin
+        # for limits that are not a bucket: never slower than what was admitted (which
+        # the server admitted, with no margin)
+        rate = max(rate, floor)
+        found = max(rate * self.margin, floor)
         first = state.ceiling <= 0  # nothing believed before: this is the limit
         climbing = state.phase == "steady" and state.rate > state.base * 1.01
         # a look above the ceiling met this 429: the ceiling was right, look later

@@ -64,7 +64,6 @@ class InProcessRateLimiter(RateLimiter):
         self._anchor = 0.0  # when the last pause ended (bucket assumed full)
         self._held = False  # the pace accrues nothing until the burst after a pause arrives
         self._paused_at = 0.0  # when the last pause began
-        self._since_first = 0  # admissions since the first 429
         self.pauses = 0  #: how many times a 429 closed the gate
         self.rate_limited = 0  #: 429 replies seen
 
@@ -182,8 +181,6 @@ class InProcessRateLimiter(RateLimiter):
             # long without a pause: keep the recent half, from a bucket taken to be full
             del events[: len(events) // 2]
             self._anchor = events[0][0]
-        if self.state.first >= 0:
-            self._since_first += 1
 
     # -- pauses -----------------------------------------------------------------------
 
@@ -221,7 +218,7 @@ class InProcessRateLimiter(RateLimiter):
         before = self.state
         first_wave = before.phase == "start"
         after = self.learner.paused(before, self._events, anchor=self._anchor,
-                                    refused=refused, since_first=self._since_first,
+                                    refused=refused,
                                     wave=self._wave if before.wave else None)
         if first_wave:
             # the first wave takes the replies still in flight until its pause ends

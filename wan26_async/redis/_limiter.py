@@ -364,20 +364,20 @@ class RedisRateLimiter(Pump, Fallback, RateLimiter):
         state unless another pause began meanwhile."""
         state_key, _, events_key = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(state_key, [*STATE_FIELDS, "asf", "wdata", "wstart"])
+            pipe.hmget(state_key, [*STATE_FIELDS, "wdata", "wstart"])
             until = refused_ms + _AFTER_REFUSAL_MS
             pipe.zrangebyscore(events_key, f"{anchor_ms:.3f}", f"{until:.3f}", withscores=True)
             self.round_trips += 1
             fields, members = await asyncio.wait_for(pipe.execute(), self._op_timeout)
         before = decode_state(fields[:len(STATE_FIELDS)])
-        asf, wdata, wstart_ = fields[len(STATE_FIELDS):]
+        wdata, wstart_ = fields[len(STATE_FIELDS):]
         replies = sorted((score / 1000.0, not text(member).startswith("x:"))
                          for member, score in members)
         wstart = float(text(wstart_)) if wstart_ else 0.0
         wave = decode_wave(text(wdata), wstart) if before.wave and wdata else None
         after = self.learner.paused(before, replies, anchor=anchor_ms / 1000.0,
                                     refused=refused_ms / 1000.0,
-                                    since_first=int(text(asf)) if asf else 0, wave=wave)
+                                    wave=wave)
         if after is before:
             return
         if before.phase == "start":  # the first wave, for the probe's fit

@@ -13,7 +13,7 @@ Keys (one limit; ``{scope}`` is a hash tag, so that a cluster keeps them togethe
     ceiling base step add cap hold hspan look lift most first wave told``), and the
     store's own: ``tat`` the theoretical arrival time of the pace (GCRA); ``gend`` when
     the latest pause ends;
-    ``pause`` a counter of pauses; ``asf`` admissions since the first 429; ``wdata`` the
+    ``pause`` a counter of pauses; ``wdata`` the
     first wave's decisions (ms after ``wstart``, refusals marked ``x``) until the probe.
 ``KEYS[2]`` gate (string): the time the current pause ends, with a PX expiry at it.
 ``KEYS[3]`` events (sorted set): the requests admitted (and, members ``x:...``, refused)
@@ -45,16 +45,12 @@ local X = 5 + n  -- ARGV[X + i] is the i-th argument after the events
 -- Store the admitted replies reported with this call.
 local function record()
   if n == 0 then return end
-  local first = tonumber(redis.call('HGET', KEYS[1], 'first'))
   local prefix, seq = ARGV[3], tonumber(ARGV[4])
-  local members, since_first = {}, 0
+  local members = {}
   for i = 1, n do
-    local t = tonumber(ARGV[5 + i])
-    if first and first >= 0 and t >= first then since_first = since_first + 1 end
-    members[#members + 1] = fmt(t)
+    members[#members + 1] = fmt(tonumber(ARGV[5 + i]))
     members[#members + 1] = prefix .. ':' .. (seq + i)
   end
-  if since_first > 0 then redis.call('HINCRBY', KEYS[1], 'asf', since_first) end
   redis.call('ZADD', KEYS[3], unpack(members))
   local size = redis.call('ZCARD', KEYS[3])
   if size > keep then redis.call('ZREMRANGEBYRANK', KEYS[3], 0, size - keep - 1) end
@@ -196,7 +192,7 @@ if ARGV[2] == 'restore' then
   local st = redis.call('HMGET', KEYS[1], 'rate', 'burst')
   local tat = now + tonumber(st[2]) * 1000 / tonumber(st[1])
   redis.call('HSET', KEYS[1], 'tat', string.format('%.6f', tat),
-             'gend', string.format('%.6f', now), 'first', string.format('%.6f', now), 'asf', 0)
+             'gend', string.format('%.6f', now), 'first', string.format('%.6f', now))
 end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 1
