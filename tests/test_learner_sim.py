@@ -243,3 +243,20 @@ def test_a_fit_over_a_few_ms_never_raises_the_ceiling() -> None:
                + [(10.0235 + 0.0001 * i, True) for i in range(26)] + [(10.0258, False)])
     after = learner.paused(steady, replies, anchor=10.0, refused=10.0258)
     assert after.ceiling <= steady.ceiling and after.rate <= steady.rate, after
+
+
+def test_a_429_soon_after_a_pause_lets_go_a_smaller_burst_after_the_next() -> None:
+    # The Redis store's form of the queued-burst bug (1 run in 4 of the fast-bucket
+    # benchmark paced at 0.1-0.3 of 500/s, a 429 after every pause): the store cannot
+    # see when its burst reaches the server, so the learner lets go less after a pause.
+    learner = Learner()
+    steady = LimitState(phase="steady", rate=490.3, base=490.3, ceiling=490.3, cap=490.3,
+                        server_burst=50.0, burst=45.0, hold_span=learner.hold, first=0.0,
+                        last=9.0)
+    replies = [(10.02 + 0.0005 * i, True) for i in range(62)] + [(10.052, False)]
+    after = learner.paused(steady, replies, anchor=10.0, refused=10.052)
+    assert after.burst == 36.0 and after.server_burst == 50.0, after
+    # and it stays smaller after a later, ordinary pause
+    later = [(20.0 + i / 490, True) for i in range(1, 2001)] + [(24.2, False)]
+    again = learner.paused(after, later, anchor=20.0, refused=24.2)
+    assert again.burst == 36.0, again

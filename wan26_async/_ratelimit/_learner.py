@@ -316,9 +316,18 @@ class Learner:
         looked = state.phase == "steady" and state.look > 0 and (
             state.rate > state.ceiling * 1.01)
         sure = min(self.max_look, max(self.look_sure, state.look * (2 if looked else 1)))
+        burst = paced_burst(server_burst)
+        if server_burst == state.server_burst and state.phase == "steady":
+            burst = min(burst, state.burst)  # a burst found too big stays smaller
+            if span < self.long_span:
+                # Refused soon after a pause: the burst let go after it may have reached
+                # the server in less time than it left the client (it queued there, the
+                # pace refilled meanwhile, the server's full bucket did not): let go a
+                # fifth less after the next pauses.
+                burst = max(1.0, burst - max(1.0, math.ceil(burst / 5)))
         state = attrs.evolve(state, phase="steady", server_burst=server_burst,
-                             burst=paced_burst(server_burst), step=1.0, add=self.climb,
-                             lift=self.lift, wave=False)
+                             burst=burst, step=1.0, add=self.climb, lift=self.lift,
+                             wave=False)
         if highest > rate * 1.2:
             # The replies bound the rate loosely (a burst large beside the rate, or
             # timing noise): pace at the low end and climb toward the high one; the next
