@@ -258,9 +258,8 @@ class Learner:
         lowest, highest = fit_rate(events, burst=state.server_burst, start=anchor)
         rate = rate_in(lowest, highest)
         if admitted <= state.server_burst or lowest <= 0.0 or not self._believable(rate, shown):
-            early = state.burst <= admitted <= state.server_burst + 1
-            return self._unexplained(state, min(shown, highest) if early and highest > 0
-                                     else shown, early=early)
+            return self._unexplained(state, shown,
+                                     early=state.burst <= admitted <= state.server_burst + 1)
         return self._settle(state, rate, state.server_burst, refused, floor, highest,
                             span)
 
@@ -282,6 +281,14 @@ class Learner:
             cap=min(NO_CAP, max(rate * self.probe_reach, reach)), hold=0.0, first=first,
             wave=state.phase == "start", hold_span=state.hold_span or self.hold)
 
+    @staticmethod
+    def _smaller(burst: float) -> float:
+        """The burst to let go after a pause when one was refused soon after the last:
+        it may have reached the server in less time than it left the client (it queued
+        there; the pace refilled meanwhile, the server's full bucket did not). A fifth
+        less, kept until the server's burst is learned anew."""
+        return max(1.0, burst - max(1.0, math.ceil(burst / 5)))
+
     def _unexplained(self, state: LimitState, shown: float, early: bool = False
                      ) -> LimitState:
         """A pause the replies do not fit (refused within the burst, a hiccup, a limit of
@@ -297,7 +304,9 @@ class Learner:
             # at once: the pace is far too fast for the limit now (it fell). Slow down by
             # a fifth, hold, then climb back as after a fit well below the ceiling. (A
             # 429 among the burst, a hiccup or a storm of them, is not this.)
-            return self._below(state, max(self.least_rate, min(state.rate * self.cut, shown)))
+            return attrs.evolve(
+                self._below(state, max(self.least_rate, min(state.rate * self.cut, shown))),
+                burst=self._smaller(state.burst))
         rate = max(self.least_rate, min(state.rate * 0.97, shown))
         return attrs.evolve(state, rate=rate, base=rate, step=1.0, add=self.climb,
                             cap=max(rate, state.ceiling), hold=0.0, wave=False)
@@ -320,11 +329,7 @@ class Learner:
         if server_burst == state.server_burst and state.phase == "steady":
             burst = min(burst, state.burst)  # a burst found too big stays smaller
             if span < self.long_span:
-                # Refused soon after a pause: the burst let go after it may have reached
-                # the server in less time than it left the client (it queued there, the
-                # pace refilled meanwhile, the server's full bucket did not): let go a
-                # fifth less after the next pauses.
-                burst = max(1.0, burst - max(1.0, math.ceil(burst / 5)))
+                burst = self._smaller(burst)
         state = attrs.evolve(state, phase="steady", server_burst=server_burst,
                              burst=burst, step=1.0, add=self.climb, lift=self.lift,
                              wave=False)
