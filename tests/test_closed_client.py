@@ -204,3 +204,62 @@ async def test_a_call_cancelled_as_the_client_closes_is_cancelled(
     await client.aclose()  # both at once: the cancellation wins, it is not an error
     with pytest.raises(asyncio.CancelledError):
         await call
+
+
+async def test_closing_ends_a_watch_waiting_for_its_shape_to_be_learned(
+    slow_server: FakeWanServer,
+) -> None:
+    # Watches of tasks this client created wait while the shape's scouts poll (no scope
+    # and no poll of their own): closing ends them at once too, with no poll.
+    learning = wan.PollPolicy(scouts=1)
+    client = make_client(slow_server, poll=learning)
+    tasks = [await client.create_task(wan.TextToVideo(prompt=f"p{i}")) for i in range(3)]
+    watches = [asyncio.ensure_future(first_of(client.watch(t.id))) for t in tasks]
+    # each has its first event from the create reply; then the scout polls, the rest wait
+    await asyncio.gather(*watches)
+    waits = [asyncio.ensure_future(client.wait(t.id)) for t in tasks]
+    await eventually(lambda: sum(r.method == "GET" for r in slow_server.requests) >= 1)
+    polls = sum(r.method == "GET" for r in slow_server.requests)
+    await asyncio.sleep(0.05)
+    with anyio.fail_after(AT_ONCE):
+        await client.aclose()
+        for waiting in waits:
+            with pytest.raises(wan.ClientClosedError):
+                await waiting
+    assert sum(r.method == "GET" for r in slow_server.requests) == polls
+
+
+async def test_a_sleep_cancelled_as_closing_resolves_it_is_cancelled() -> None:
+    # The watch's sleep is a future that closing resolves with the error: a task
+    # cancelled in the same loop pass still ends cancelled, and no error is left
+    # unretrieved (asyncio would log "Future exception was never retrieved").
+    import gc
+
+    from wan26_async._lifecycle import Lifecycle, sleep, wake
+
+    loop = asyncio.get_running_loop()
+    logged: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: logged.append(context))
+    try:
+        life = Lifecycle()
+        sleeper = asyncio.ensure_future(life.sleep(30))
+        await asyncio.sleep(0)
+        life.close()
+        sleeper.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sleeper
+        del sleeper
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert not logged, logged
+    with pytest.raises(wan.ClientClosedError):
+        await life.sleep(0)  # closed: at once, before sleeping
+    wakers: set[asyncio.Future[bool]] = set()
+    woken = asyncio.ensure_future(sleep(30, wakers))
+    await asyncio.sleep(0)
+    wake(wakers)
+    with anyio.fail_after(AT_ONCE):
+        assert await woken is True
+    assert not wakers
+    assert await sleep(0.01) is False

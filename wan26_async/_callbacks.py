@@ -10,7 +10,6 @@ acknowledged and ignored: a task's status never moves backwards.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
@@ -18,13 +17,13 @@ import secrets
 from collections import OrderedDict
 from types import TracebackType
 
-import anyio
 from aiohttp import web
 from yarl import URL
 
 from ._config import PollPolicy
 from ._decode import unwrap_envelope
 from ._errors import ConfigurationError, WanError
+from ._lifecycle import ClosedSignal, Wakers, nap, wake
 from ._models import Task, TaskStatus
 from ._parse import parse_task
 
@@ -87,7 +86,7 @@ class CallbackReceiver:
         self._expected: set[str] = set()
         self._latest: dict[str, Task] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
-        self._changed: dict[str, asyncio.Event] = {}
+        self._changed: dict[str, Wakers] = {}  # the watches waiting for a push
         self.received = 0  # callbacks accepted (duplicates included)
         self.rejected = 0  # callbacks refused with a 4xx
 
@@ -168,19 +167,15 @@ class CallbackReceiver:
         # The task as last pushed, or None.
         return self._latest.get(task_id)
 
-    async def _wait_pushed(self, task_id: str, timeout: float) -> Task | None:  # noqa: ASYNC109
-        # Wait up to ``timeout`` seconds for a pushed update of ``task_id``.
-        event = self._changed.get(task_id)
-        if event is None:
-            event = self._changed[task_id] = asyncio.Event()
-        # A scope, not asyncio.wait_for: no inner task left to the loop, and a
-        # cancellation arriving as the update does is never swallowed (Python 3.11).
-        try:
-            with anyio.move_on_after(timeout) as scope:
-                await event.wait()
-        finally:
-            event.clear()
-        return None if scope.cancelled_caught else self._latest.get(task_id)
+    async def _wait_pushed(self, task_id: str, timeout: float,
+                           closed: ClosedSignal | None = None) -> Task | None:
+        # Wait up to ``timeout`` seconds for a pushed update of ``task_id`` (None: none
+        # came); closing ``closed`` ends it at once (ClientClosedError).
+        waiting = self._changed.get(task_id)
+        if waiting is None:
+            waiting = self._changed[task_id] = set()
+        pushed = await nap(closed, timeout, waiting)
+        return self._latest.get(task_id) if pushed else None
 
     def _forget(self, task_id: str) -> None:
         # Drop what is held for a task whose watch has ended.
@@ -226,9 +221,9 @@ class CallbackReceiver:
         if current is not None and task.status.rank <= current.status.rank:
             return  # a duplicate or a stale callback: never move backwards
         self._latest[task.id] = task
-        event = self._changed.get(task.id)
-        if event is not None:
-            event.set()
+        waiting = self._changed.get(task.id)
+        if waiting:
+            wake(waiting)
 
     def _refuse(self, status: int, why: str) -> web.Response:
         self.rejected += 1

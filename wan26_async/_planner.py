@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import statistics
 from collections import deque
+from collections.abc import Awaitable
 
-import anyio
 import attrs
 
 from ._config import PollPolicy
+from ._lifecycle import ClosedSignal, Wakers, nap, wake
 from ._models import Task
 
 __all__ = ["MAX_PLANS", "MAX_SEEDS", "PollPlanner", "Shape", "WatchPlan", "Watches"]
@@ -35,13 +36,13 @@ MAX_SEEDS = MAX_PLANS
 
 
 class _ShapeStats:
-    __slots__ = ("active_scouts", "durations", "learned", "total")
+    __slots__ = ("active_scouts", "durations", "total", "waiting")
 
     def __init__(self) -> None:
         self.durations: deque[float] = deque(maxlen=16)
         self.total: float | None = None  # the median of ``durations``, once there is one
         self.active_scouts = 0
-        self.learned = asyncio.Event()
+        self.waiting: Wakers = set()  # the watches waiting for it to be learned
 
 
 class PollPlanner:
@@ -75,9 +76,8 @@ class PollPlanner:
         """A scout's watch ended: a watch waiting for the shape may take its place."""
         stats = self._stats(shape)
         stats.active_scouts -= 1
-        if not stats.durations:  # wake the waiting watches; later waits get a new event
-            stats.learned.set()
-            stats.learned = asyncio.Event()
+        if not stats.durations:  # wake the waiting watches
+            wake(stats.waiting)
 
     def observe(self, shape: Shape, total: float) -> None:
         """Record a precise observation of a task's duration (seconds from creation) and
@@ -87,19 +87,14 @@ class PollPlanner:
         stats.durations.append(total)
         stats.total = statistics.median(stats.durations)
         if first:
-            stats.learned.set()
+            wake(stats.waiting)
 
-    async def wait_learned(self, shape: Shape, timeout: float) -> None:  # noqa: ASYNC109 - a wait
+    def wait_learned(self, shape: Shape, timeout: float,
+                     closed: ClosedSignal | None = None) -> Awaitable[bool]:
         """Sleep up to ``timeout`` seconds, or until ``shape`` is first learned or one of
-        its scouts ends."""
+        its scouts ends; closing ``closed`` ends it at once (`ClientClosedError`)."""
         stats = self._stats(shape)
-        if stats.durations or timeout <= 0:
-            await asyncio.sleep(max(0.0, timeout))
-            return
-        # A scope, not asyncio.wait_for: no inner task, and (Python 3.11) a cancellation
-        # arriving as the event is set is never swallowed.
-        with anyio.move_on_after(timeout):
-            await stats.learned.wait()
+        return nap(closed, timeout, None if stats.durations else stats.waiting)
 
 
 @attrs.frozen

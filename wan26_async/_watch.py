@@ -27,7 +27,6 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from functools import partial
 from typing import Protocol
 
 import anyio
@@ -42,7 +41,7 @@ from ._errors import (
     UpstreamError,
     WatchTimeoutError,
 )
-from ._lifecycle import ClosedSignal, unless_closed
+from ._lifecycle import ClosedSignal, nap
 from ._models import Task, TaskEvent, TaskStatus
 from ._planner import WatchPlan
 
@@ -74,7 +73,8 @@ class PushSource(Protocol):
 
     def _pushed(self, task_id: str) -> Task | None: ...
 
-    async def _wait_pushed(self, task_id: str, timeout: float) -> Task | None: ...  # noqa: ASYNC109
+    async def _wait_pushed(self, task_id: str, timeout: float,  # noqa: ASYNC109
+                           closed: ClosedSignal | None = None) -> Task | None: ...
 
     def _forget(self, task_id: str) -> None: ...
 
@@ -209,8 +209,7 @@ async def watch_task(
             if push is not None:
                 pushed = push._pushed(task_id)
                 if pushed is None or previous is None or pushed.status.rank <= previous.rank:
-                    pushed = await unless_closed(
-                        closed, partial(push._wait_pushed, task_id, wait))
+                    pushed = await push._wait_pushed(task_id, wait, closed)
                 if pushed is not None:
                     task = pushed
                     polled_before = None  # pushed: seen as it happened
@@ -219,8 +218,7 @@ async def watch_task(
                 # The shape's scouts poll for every watch of it: this one waits until
                 # they have learned it (then polls on the plan), or until a scout's
                 # place frees up (then it scouts), or its timeout.
-                await unless_closed(closed, partial(plan.planner.wait_learned, plan.shape,
-                                                     wait))
+                await plan.planner.wait_learned(plan.shape, wait, closed)
                 if left is None or left > 0:
                     if plan.planner.estimate(plan.shape) is not None:
                         continue  # learned: wait for the predicted finish
@@ -229,7 +227,7 @@ async def watch_task(
                         polls += 1
                         continue
             else:
-                await unless_closed(closed, partial(asyncio.sleep, wait))
+                await nap(closed, wait)
             if planned is None:
                 polls += 1
             polled_before = last_poll
