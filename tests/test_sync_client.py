@@ -163,6 +163,26 @@ def test_closing_ends_its_thread(server: FakeWanServer) -> None:
     client.close()  # idempotent
 
 
+def test_closing_closes_the_rate_limiter_it_was_given(server: FakeWanServer) -> None:
+    # A limiter given to a WanClient runs on its thread (no other client can use it),
+    # and blocking code has no loop to await its aclose() on: closing the client does.
+    closed: list[bool] = []
+
+    class Recording(wan.InProcessRateLimiter):
+        async def aclose(self) -> None:
+            closed.append(True)
+            await super().aclose()
+
+    limiter = Recording()
+    client = make_client(server, rate_limiter=limiter)
+    view = client.with_options(timeout=3)
+    view.get_credits()
+    view.close()  # a view shares it: not closed by the view
+    assert closed == []
+    client.close()
+    assert closed == [True]
+
+
 def test_a_closed_client_raises_client_closed_error_and_sends_nothing(
         server: FakeWanServer, tmp_path: Path) -> None:
     client = make_client(server)

@@ -93,7 +93,8 @@ class WanClient:
         - ``timeout``: seconds per HTTP call.
         - ``rate_limiter``: replaces the in-process limiter the client makes and owns,
           for example with ``wan26_async.redis.RedisRateLimiter`` to pace many processes
-          that share one key.
+          that share one key. It runs on this client's thread, so no other client can
+          use it: `close` closes it too (a Redis limiter's connections with it).
         - ``callbacks``: a `CallbackReceiver`; creates carry its URL, and watches take the
           updates it receives instead of polling. One not running yet is started on the
           client's loop and stopped when the client closes.
@@ -112,6 +113,7 @@ class WanClient:
         """
         self._loop = loop = LoopThread("WanClient")
         self._started: CallbackReceiver | None = None  # a receiver this client started
+        self._limiter = rate_limiter  # given: bound to this loop, closed with the client
         self._view = False  # a with_options view: shares the loop, does not own it
 
         def build() -> AsyncWanClient:
@@ -182,8 +184,12 @@ class WanClient:
         try:
             await self._client.aclose()
         finally:
-            if self._started is not None:
-                await self._started.stop()
+            try:
+                if self._started is not None:
+                    await self._started.stop()
+            finally:
+                if self._limiter is not None:
+                    await self._limiter.aclose()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         loop = getattr(self, "_loop", None)
@@ -217,7 +223,7 @@ class WanClient:
         view = copy.copy(self)
         view._client = self._loop.call_soon(lambda: self._client.with_options(
             timeout=timeout, max_retries=max_retries, retry=retry, poll=poll))
-        view._started, view._view = None, True
+        view._started, view._view, view._limiter = None, True, None
         return view
 
     # -- calls --------------------------------------------------------------------------
