@@ -18,6 +18,8 @@ here, with no I/O and no clock of their own, from the state and the replies seen
    (`Learner.paused` again). A fit is believed only as far as the replies show it: a rate
    above what was admitted over the same span, plus a margin for timing noise, is
    refused, and the limiter slows to what was shown (or probes again from there).
+   Whatever the shape, the pace is never below what the server admitted from one 429
+   to the next; a 429 soon after a pause lets go a smaller burst after the next ones.
 4. *Recovery*: after a fit well below the best rate learned (the server's limit
    dropped, or others share it), the pace holds for a while, then climbs back toward
    that rate by a bounded fraction a second (`ramp`); a climb that meets a 429 again
