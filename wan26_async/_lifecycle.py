@@ -90,7 +90,6 @@ class Lifecycle:
         if scope.cancelled_caught:
             raise self.error()
 
-
     def sleep(self, seconds: float, wakers: Wakers | None = None) -> Awaitable[bool]:
         """`sleep` that closing ends at once with `ClientClosedError`. (Plain functions
         down to `sleep`, which alone is a coroutine: a frame less per waiting watch.)"""

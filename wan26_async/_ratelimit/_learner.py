@@ -284,14 +284,13 @@ class Learner:
             wave=state.phase == "start", hold_span=state.hold_span or self.hold)
 
     @staticmethod
-    def _smaller(state: LimitState) -> float:
+    def _smaller(burst: float, server_burst: float) -> float:
         """The burst to let go after a pause when one was refused soon after the last:
         it may have reached the server in less time than it left the client (it queued
         there; the pace refilled meanwhile, the server's full bucket did not). A fifth
         less, kept until the server's burst is learned anew; never under half the usual
         (a limit that fell refuses soon after pauses too, and a burst is throughput)."""
-        burst = state.burst
-        least = max(1.0, paced_burst(state.server_burst) / 2)
+        least = max(1.0, paced_burst(server_burst) / 2)
         return max(min(burst, least), burst - max(1.0, math.ceil(burst / 5)))
 
     def _unexplained(self, state: LimitState, shown: float, early: bool = False
@@ -311,7 +310,7 @@ class Learner:
             # 429 among the burst, a hiccup or a storm of them, is not this.)
             return attrs.evolve(
                 self._below(state, max(self.least_rate, min(state.rate * self.cut, shown))),
-                burst=self._smaller(state))
+                burst=self._smaller(state.burst, state.server_burst))
         rate = max(self.least_rate, min(state.rate * 0.97, shown))
         return attrs.evolve(state, rate=rate, base=rate, step=1.0, add=self.climb,
                             cap=max(rate, state.ceiling), hold=0.0, wave=False)
@@ -334,7 +333,7 @@ class Learner:
         if server_burst == state.server_burst and state.phase == "steady":
             burst = min(burst, state.burst)  # a burst found too big stays smaller
             if span < self.long_span:
-                burst = self._smaller(attrs.evolve(state, burst=burst))
+                burst = self._smaller(burst, server_burst)
         state = attrs.evolve(state, phase="steady", server_burst=server_burst,
                              burst=burst, step=1.0, add=self.climb, lift=self.lift,
                              wave=False)

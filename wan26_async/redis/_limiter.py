@@ -376,8 +376,7 @@ class RedisRateLimiter(Pump, Fallback, RateLimiter):
         wstart = float(text(wstart_)) if wstart_ else 0.0
         wave = decode_wave(text(wdata), wstart) if before.wave and wdata else None
         after = self.learner.paused(before, replies, anchor=anchor_ms / 1000.0,
-                                    refused=refused_ms / 1000.0,
-                                    wave=wave)
+                                    refused=refused_ms / 1000.0, wave=wave)
         if after is before:
             return
         if before.phase == "start":  # the first wave, for the probe's fit
