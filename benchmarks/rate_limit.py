@@ -301,7 +301,7 @@ def main() -> None:
                   + (f", {result['429s_after_1s']} after the first second"
                      if result["429s_after_1s"] is not None else ""), flush=True)
             time.sleep(2)  # let the server's bucket refill between runs
-    print("targets (bucket): learned <= 1.12 x and <= 0.05 429s/task; told <= 1.03 x, "
+    print("targets (bucket): learned <= 1.10 x and <= 0.02 429s/task; told <= 1.03 x, "
           "no 429 after the first second")
     if args.plot:
         plot(out, args.rate, args.plot)

@@ -230,7 +230,7 @@ def main() -> None:
                      if mode == "redis" else ""), flush=True)
             if args.timeline:
                 print(f"{'':>16}creates done per second: {result['created_per_second']}")
-    print("target (Redis limiter): <= 1.12 x ideal and <= 0.05 429s per task")
+    print("target (Redis limiter): <= 1.10 x ideal and <= 0.02 429s per task")
     if args.json:
         print(json.dumps(out))
 

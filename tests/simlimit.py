@@ -194,15 +194,21 @@ def run(
     jitter: float = 0.0,
     seed: int = 0,
     send_cost: float = 0.0,
+    first_trip: float = 0.0,
 ) -> Run:
     """Callers send back to back for ``seconds`` of virtual time through ``limiter``.
 
     ``send_cost`` (s) is the client's time to send one request, during which nothing
     else runs: requests let go together reach the server together, once all are sent
-    (one event loop for client and server, as with the emulator; or a busy client)."""
+    (one event loop for client and server, as with the emulator; or a busy client).
+    ``first_trip`` (s) more delays a request on its way to the server when it opens a
+    connection: when more are in flight than ever before (a pool's connections are
+    kept; the first requests of a client open theirs, and the server is slow to take
+    its first ones)."""
     rng = random.Random(seed)
     out = Run(duration=seconds)
     wire = [0.0]  # when the client is done sending what it has let go
+    pool = [0, 0]  # requests in flight, connections opened
 
     async def main() -> Run:
         loop = asyncio.get_running_loop()
@@ -221,7 +227,11 @@ def run(
                     wire[0] = max(sent, wire[0]) + send_cost
                     while loop.time() < wire[0]:  # noqa: ASYNC110 (virtual time; it moves)
                         await asyncio.sleep(wire[0] - loop.time())
-                await asyncio.sleep(trip())
+                pool[0] += 1
+                opening = pool[0] > pool[1]
+                pool[1] = max(pool)
+                await asyncio.sleep(trip() + (first_trip if opening else 0.0))
+                pool[0] -= 1
                 decided = loop.time()
                 retry_after = shape.admit(decided)
                 await asyncio.sleep(trip())

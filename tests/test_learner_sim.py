@@ -106,6 +106,21 @@ def test_the_burst_after_a_pause_does_not_end_in_a_429_when_it_queues(send_cost:
     assert out.rate(5, 20) >= 0.9 * 500, out.rate(5, 20)
 
 
+@pytest.mark.parametrize("opening", [0.02, 0.05])
+def test_a_first_wave_on_slow_new_connections_is_timed_by_the_quick_round_trips(
+        opening: float) -> None:
+    # The bug (benchmark, real sockets): the first requests open connections and reach
+    # the server 30-50 ms after they leave, the next ones in 1-2 ms. Timed as decided
+    # half their own round trip before the reply, the first four seemed 25 ms earlier
+    # than the server decided them: the wave read as a burst of 9 plus refill, the
+    # fit as (9, 53/s) for a (10, 50/s) bucket, and the pace paid two more pauses.
+    limiter = wan.InProcessRateLimiter()
+    out = run(limiter, Bucket(50, 10), seconds=20, callers=64, first_trip=opening)
+    assert limiter.server_burst == 10, repr(limiter)
+    assert limiter.rate is not None and 45 <= limiter.rate <= 50, repr(limiter)
+    assert limiter.pauses == 2, (limiter.pauses, out.refused)
+
+
 def check_drop(rate: float, drop: float) -> None:
     shape = Changing(Bucket(rate, 10), [(0, rate), (20, rate * drop), (26, rate)])
     out = run(wan.InProcessRateLimiter(), shape, seconds=44,

@@ -203,6 +203,34 @@ async def test_the_redis_pace_steps_as_the_learner_does(
                 name, want)
 
 
+async def test_the_first_wave_is_reported_timed_by_the_quick_round_trips(
+    redis: Any, redis_url: str, prefix: str,
+) -> None:
+    # The first requests open connections: their round trips are slow (50 ms here) before
+    # the server decides, and nothing quicker is known when they return. They are timed
+    # by the quickest round trip known when reported, as later ones are (else they
+    # seemed 25 ms early, and the first wave read as a smaller burst plus refill).
+    limiter = RedisRateLimiter.from_url(redis_url, scope="s", prefix=prefix)
+    try:
+        await limiter.acquire()  # hears Redis's clock
+        limiter.release()
+        now = asyncio.get_running_loop().time()
+        for _ in range(4):
+            limiter.on_success(now - 0.050)
+        for _ in range(2):
+            limiter.on_success(now - 0.002)
+        offset = limiter._offset  # Redis's clock (ms) minus the loop's
+        assert offset is not None
+        await limiter._flush()
+        scores = [score for _, score in
+                  await redis.zrange(limiter.keys[2], 0, -1, withscores=True)]
+        decided = now * 1000.0 + offset - 1.0  # ms: half the 2 ms trip before the reply
+        assert len(scores) == 6
+        assert all(abs(score - decided) < 0.5 for score in scores), (scores, decided)
+    finally:
+        await limiter.aclose()
+
+
 async def test_the_learned_limit_is_shared_and_the_keys_hold_no_api_key(
     redis_url: str, prefix: str, redis: Any
 ) -> None:

@@ -46,15 +46,33 @@ class DecisionClock:
         self._count = 0
 
     def decided(self, now: float, sent: float | None) -> float:
-        if sent is None or sent > now:
-            return now
-        rtt = now - sent
+        if sent is not None and sent <= now:
+            self.saw(now - sent)
+        return now - self.offset()
+
+    def saw(self, rtt: float) -> None:
+        """A round trip of ``rtt`` seconds."""
         if rtt < self._current:
             self._current = rtt
         self._count += 1
         if self._count >= RTT_WINDOW:
             self._previous, self._current, self._count = self._current, math.inf, 0
-        return now - min(self._current, self._previous) / 2
+
+    def offset(self) -> float:
+        """How long before its reply a request is taken to have been decided now: half
+        the quickest recent round trip (0 before any).
+
+        The first replies of a client come on new connections, slow to open and to reach
+        the server (30-50 ms where later round trips take 3), and no quicker one is known
+        yet: a store times them when the first wave's pause begins, with the offset of
+        then (`retimed`)."""
+        quickest = min(self._current, self._previous)
+        return quickest / 2 if math.isfinite(quickest) else 0.0
+
+    def retimed(self, replies: Events) -> list[tuple[float, bool]]:
+        """``replies`` timed by their reply (``(reply time, admitted)``), as decided."""
+        offset = self.offset()
+        return [(when - offset, admitted) for when, admitted in replies]
 
 
 

@@ -173,6 +173,7 @@ class InProcessRateLimiter(RateLimiter):
             self._arrived(decided)
         if self.state.phase == "start":
             self._window = self.learner.grow_window(self._window)
+            decided = loop.time()  # timed at the first pause (`DecisionClock.retimed`)
         if self._wave_open and self._wave is not None:
             self._wave.append((decided, True))
         events = self._events
@@ -196,6 +197,8 @@ class InProcessRateLimiter(RateLimiter):
             decided = self._clock.decided(now, sent_at)
             if self._held:
                 self._arrived(decided)
+            if self.state.phase == "start":
+                decided = now  # timed at the first pause (`DecisionClock.retimed`)
             if self._wave_open and self._wave is not None:
                 self._wave.append((decided, False))
             self._events.append((decided, False))
@@ -217,6 +220,9 @@ class InProcessRateLimiter(RateLimiter):
     def _learn(self, refused: float) -> None:
         before = self.state
         first_wave = before.phase == "start"
+        if first_wave:  # timed by their replies until now
+            self._events = self._clock.retimed(self._events)
+            refused -= self._clock.offset()
         after = self.learner.paused(before, self._events, anchor=self._anchor,
                                     refused=refused,
                                     wave=self._wave if before.wave else None)

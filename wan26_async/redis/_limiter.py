@@ -49,8 +49,6 @@ __all__ = ["RedisRateLimiter"]
 
 _log = logging.getLogger("wan26_async")
 
-#: Events sent with one call at most (older ones beyond are dropped).
-_MAX_REPORT = 1000
 #: Events kept in Redis for the next fit.
 _MAX_EVENTS = 4096
 #: How long a process waits after beginning a pause before it fits, for the replies the
@@ -134,6 +132,7 @@ class RedisRateLimiter(Pump, Fallback, RateLimiter):
         self._wakeup: asyncio.Event | None = None
         self._idle = False
         self._events: list[float] = []  # when admitted requests were decided, not reported
+        self._untimed: list[float] = []  # the first wave's replies, timed when reported
         self._clock = DecisionClock()
         # Redis's clock (ms) minus the loop's (s * 1000), and how far off it may be
         self._offset: float | None = None
@@ -288,9 +287,7 @@ class RedisRateLimiter(Pump, Fallback, RateLimiter):
             return
         if self.state.phase == "start":
             self._window = self.learner.grow_window(self._window)
-        self._events.append(self._clock.decided(loop.time(), sent_at))
-        if len(self._events) > _MAX_REPORT:
-            del self._events[: len(self._events) - _MAX_REPORT]
+        self._record(loop.time(), sent_at)
         if self._flush_timer is None and not self.degraded:
             # learning phases report at once, a steady pace rides on the next acquire
             delay = 0.02 if self.state.phase != "steady" else 0.2

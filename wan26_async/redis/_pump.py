@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._ratelimit._fit import DecisionClock
 from .._ratelimit._learner import LimitState
 from ._fallback import DOWN
 from ._state import encode_state, text
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 __all__ = ["Pump"]
 
 _log = logging.getLogger("wan26_async")
+
+#: Events sent with one call at most (older ones beyond are dropped).
+_MAX_REPORT = 1000
 
 
 class Pump:
@@ -51,6 +55,8 @@ class Pump:
     _wakeup: asyncio.Event | None
     _idle: bool
     _events: list[float]
+    _untimed: list[float]
+    _clock: DecisionClock
     _offset: float | None
     _offset_error: float
     _flush_timer: asyncio.TimerHandle | None
@@ -95,10 +101,22 @@ class Pump:
         if offset is None or error < self._offset_error or not low <= offset <= high:
             self._offset, self._offset_error = low + error, error
 
+    def _record(self, now: float, sent: float | None) -> None:
+        """An admitted request, sent at ``sent`` and replied to ``now``: to report."""
+        decided = self._clock.decided(now, sent)
+        if self.state.phase == "start":
+            self._untimed.append(now)  # timed when reported (`DecisionClock.offset`)
+            return
+        self._events.append(decided)
+        if len(self._events) > _MAX_REPORT:
+            del self._events[: len(self._events) - _MAX_REPORT]
+
     def _event_args(self) -> list[str]:
         """The common ARGV: ttl, the most events kept, member prefix, first sequence
         number, the events' times on Redis's clock."""
-        events, self._events = self._events, []
+        half = self._clock.offset()
+        events = [*self._events, *(t - half for t in self._untimed)]
+        self._events, self._untimed = [], []
         if events and self._flush_timer is not None:
             self._flush_timer.cancel()  # they ride on this call
             self._flush_timer = None
@@ -112,7 +130,7 @@ class Pump:
 
     def _flush_soon(self) -> None:
         self._flush_timer = None
-        if self._events and self._flush_task is None and not self.degraded:
+        if (self._events or self._untimed) and self._flush_task is None and not self.degraded:
             self._flush_task = asyncio.ensure_future(self._flush())
 
     async def _flush(self) -> None:
@@ -124,7 +142,7 @@ class Pump:
         finally:
             self._flush_task = None
         loop = self._loop
-        if self._events and self._flush_timer is None and loop is not None:
+        if (self._events or self._untimed) and self._flush_timer is None and loop is not None:
             self._flush_timer = loop.call_later(0.0, self._flush_soon)  # came meanwhile
 
     # -- the pump: one task per limiter that reserves slots for the waiters -----------
