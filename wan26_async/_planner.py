@@ -122,14 +122,16 @@ class Watches:
 
     def created(self, task: Task, shape: Shape) -> None:
         """This client just created ``task`` (status ``PENDING``), of ``shape``."""
-        self._created_at[task.id] = asyncio.get_running_loop().time()
-        self._shape_of[task.id] = shape
-        self._seeds[task.id] = task
-        if len(self._created_at) > MAX_PLANS:
-            oldest = next(iter(self._created_at))
-            del self._created_at[oldest], self._shape_of[oldest]
-        if len(self._seeds) > MAX_SEEDS:
-            del self._seeds[next(iter(self._seeds))]
+        task_id = task.id
+        created_at, seeds = self._created_at, self._seeds
+        created_at[task_id] = asyncio.get_running_loop().time()
+        self._shape_of[task_id] = shape
+        seeds[task_id] = task
+        if len(created_at) > MAX_PLANS:
+            oldest = next(iter(created_at))
+            del created_at[oldest], self._shape_of[oldest]
+        if len(seeds) > MAX_SEEDS:
+            del seeds[next(iter(seeds))]
 
     def plan(self, task_id: str) -> WatchPlan | None:
         """The plan of a new watch of ``task_id``; None for a task created elsewhere.
