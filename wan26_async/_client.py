@@ -36,7 +36,7 @@ from ._parse import parse_create_reply, parse_credits, parse_task
 from ._planner import Watches
 from ._ratelimit import InProcessRateLimiter, RateLimiter
 from ._requests import VideoRequest, request_shape
-from ._settings import CallbackSource, ClientSettings
+from ._settings import CLOSED_UNDER, CallbackSource, ClientSettings, closed_error
 from ._telemetry import load_telemetry
 from ._transport import Transport
 from ._urls import url_problem
@@ -187,23 +187,42 @@ class AsyncWanClient(ClientSettings):
         if not isinstance(request, VideoRequest):
             raise ValidationError("request", "must be a TextToVideo, ImageToVideo or "
                                   "ReferenceToVideo", value=request)
-        if callback_url is None and self.callbacks is not None:
-            callback_url = self.callbacks.callback_url
+        callbacks = self._callbacks
+        if callback_url is None and callbacks is not None:
+            callback_url = callbacks.callback_url
         if callback_url is not None:
             _check_callback_url(callback_url, request.model)
         key = idempotency_key or new_idempotency_key()
-        resend = self.resend_ambiguous_creates if resend_ambiguous is None else resend_ambiguous
-        tel = self._transport.telemetry
-        with self._open(key), (NO_SPAN if tel is None else
-                               tel.call("wan.create_task", request=request)) as span:
-            task_id, data = await self._transport.request(
-                "POST", CREATE_PATH, parse_create_reply,
-                body=request_body(request, callback_url), idempotency_key=key, resend=resend,
-                closed=self._lifecycle,
-            )
-            span.set_attribute("wan.task_id", task_id)
-        if self.callbacks is not None:
-            self.callbacks._expect(task_id)
+        resend = (self._config.resend_ambiguous_creates if resend_ambiguous is None
+                  else resend_ambiguous)
+        # What `_open` does, inline (every create runs this): no guard object per call.
+        life = self._lifecycle
+        if life.closed:
+            raise life.error()
+        transport = self._transport
+        tel = transport.telemetry
+        span = NO_SPAN if tel is None else tel.call("wan.create_task", request=request)
+        try:
+            if span is NO_SPAN:  # nothing traces: no span to enter
+                task_id, data = await transport.request(
+                    "POST", CREATE_PATH, parse_create_reply,
+                    body=request_body(request, callback_url), idempotency_key=key,
+                    resend=resend, closed=life,
+                )
+            else:
+                with span as current:
+                    task_id, data = await transport.request(
+                        "POST", CREATE_PATH, parse_create_reply,
+                        body=request_body(request, callback_url), idempotency_key=key,
+                        resend=resend, closed=life,
+                    )
+                    current.set_attribute("wan.task_id", task_id)
+        except CLOSED_UNDER as exc:
+            if life.closed:
+                raise closed_error(life, key) from exc
+            raise
+        if callbacks is not None:
+            callbacks._expect(task_id)
         task = Task(id=task_id, status=TaskStatus.PENDING, status_text="pending",
                     model=request.model, raw=data)
         self._watches.created(task, request_shape(request))

@@ -220,10 +220,17 @@ def redirect_error(status: int, headers: Mapping[str, str]) -> APIError:
 def decode_json(body: bytes, status: int, headers: Mapping[str, str]) -> Any:
     """Decode a success reply's body, or raise `MalformedResponseError` (never ValueError)."""
     try:
+        if body[:1] == b"{" and body[1:2] != b"\0":
+            # what json.loads does with bytes that start so (no BOM, not UTF-16/32),
+            # without its encoding sniffing
+            return _DECODER.decode(body.decode("utf-8", "surrogatepass"))
         return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
         text = body[:MAX_ERROR_TEXT].decode("utf-8", "replace")
         raise malformed("reply is not valid JSON", status, text, headers) from None
+
+
+_DECODER = json.JSONDecoder()  # json.loads's own default decoder is private
 
 
 def unwrap_envelope(decoded: Any, status: int, headers: Mapping[str, str]) -> dict[str, Any]:

@@ -31,7 +31,9 @@ def parse_create_reply(
     data: dict[str, Any], status: int, headers: Mapping[str, str]
 ) -> tuple[str, dict[str, Any]]:
     """The new task's id, and the reply's ``data``, from a create reply."""
-    task_id = _first(data, "taskId", "task_id", "id")
+    task_id = data.get("taskId")
+    if task_id is None:
+        task_id = _first(data, "task_id", "id")
     if not isinstance(task_id, str | int) or isinstance(task_id, bool) or task_id == "":
         raise malformed("create reply has no task id", status, data, headers)
     return str(task_id), data

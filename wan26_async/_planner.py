@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import statistics
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
+from typing import Any
 
 import attrs
 
 from ._config import PollPolicy
 from ._lifecycle import ClosedSignal, Wakers, nap, wake
-from ._models import Task
+from ._models import Task, TaskStatus
 
 __all__ = ["MAX_PLANS", "MAX_SEEDS", "PollPlanner", "Shape", "WatchPlan", "Watches"]
 
@@ -29,9 +30,9 @@ Shape = tuple[str, str, int]
 
 #: How many recently created tasks a client remembers for its poll schedule.
 MAX_PLANS = 100_000
-#: How many create replies are kept for watches not yet started: the `Task` that
-#: `create_task` returned (no copy), held until its first watch takes it or this many
-#: newer ones push it out.
+#: How many create replies are kept for watches not yet started: the reply's ``data``
+#: (the ``raw`` of the `Task` that `create_task` returned, no copy), held until its
+#: first watch takes it or this many newer ones push it out.
 MAX_SEEDS = MAX_PLANS
 
 
@@ -115,21 +116,26 @@ class Watches:
         self.planner = PollPlanner()
         # Plain values (a float and a shared shape tuple) for every task: keeping
         # thousands of fresh objects alive here would make the garbage collector scan
-        # them. The create reply's task is kept only until a watch takes it.
+        # them. The create reply is kept only until a watch takes it, as its ``data``
+        # (a dict of plain values is not scanned, a `Task` always is): the first watch
+        # gets a `Task` equal to the one `create_task` returned, made from it.
         self._created_at: dict[str, float] = {}
         self._shape_of: dict[str, Shape] = {}
-        self._seeds: dict[str, Task] = {}
+        self._seeds: dict[str, Mapping[str, Any]] = {}
 
     def created(self, task: Task, shape: Shape) -> None:
-        """This client just created ``task`` (status ``PENDING``), of ``shape``."""
-        self._created_at[task.id] = asyncio.get_running_loop().time()
-        self._shape_of[task.id] = shape
-        self._seeds[task.id] = task
-        if len(self._created_at) > MAX_PLANS:
-            oldest = next(iter(self._created_at))
-            del self._created_at[oldest], self._shape_of[oldest]
-        if len(self._seeds) > MAX_SEEDS:
-            del self._seeds[next(iter(self._seeds))]
+        """This client just created ``task`` (status ``PENDING``, of ``task.model``), of
+        ``shape`` (whose model is the task's)."""
+        task_id = task.id
+        created_at, seeds = self._created_at, self._seeds
+        created_at[task_id] = asyncio.get_running_loop().time()
+        self._shape_of[task_id] = shape
+        seeds[task_id] = task.raw
+        if len(created_at) > MAX_PLANS:
+            oldest = next(iter(created_at))
+            del created_at[oldest], self._shape_of[oldest]
+        if len(seeds) > MAX_SEEDS:
+            del seeds[next(iter(seeds))]
 
     def plan(self, task_id: str) -> WatchPlan | None:
         """The plan of a new watch of ``task_id``; None for a task created elsewhere.
@@ -137,5 +143,8 @@ class Watches:
         created = self._created_at.get(task_id)
         if created is None:
             return None
-        return WatchPlan(self.planner, self._shape_of[task_id], created,
-                         self._seeds.pop(task_id, None))
+        shape = self._shape_of[task_id]
+        raw = self._seeds.pop(task_id, None)
+        seed = None if raw is None else Task(id=task_id, status=TaskStatus.PENDING,
+                                             status_text="pending", model=shape[0], raw=raw)
+        return WatchPlan(self.planner, shape, created, seed)

@@ -350,7 +350,8 @@ def _rebuild_request(cls: type[VideoRequest], fields: dict[str, Any]) -> VideoRe
 def request_shape(request: VideoRequest) -> tuple[str, str, int]:
     """What tasks that take about as long share: (model, resolution, duration), with the
     server's defaults; one shared tuple per shape."""
-    shape = (request.model, (request.resolution or Resolution.P1080).value,
+    # ``_value_``: what the ``value`` property reads, without the property's call
+    shape = (request.model, (request.resolution or Resolution.P1080)._value_,
              request.duration or DEFAULT_DURATION)
     return _SHAPES.setdefault(shape, shape)
 

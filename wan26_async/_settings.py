@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 import aiohttp
 
 from ._config import ClientConfig, PollPolicy, RetryPolicy
-from ._errors import APIConnectionError, ClientClosedError, as_ambiguous
+from ._errors import APIConnectionError, ClientClosedError, WanError, as_ambiguous
 from ._lifecycle import Lifecycle
 from ._ratelimit import RateLimiter
 from ._transport import Transport
@@ -19,7 +19,7 @@ from ._watch import PushSource
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["CallbackSource", "ClientSettings"]
+__all__ = ["CLOSED_UNDER", "CallbackSource", "ClientSettings", "closed_error"]
 
 
 class CallbackSource(PushSource, Protocol):
@@ -132,7 +132,7 @@ class ClientSettings:
 
 #: What a call fails with when its client closed under it (RuntimeError: aiohttp's
 #: "Session is closed").
-_CLOSED_UNDER = (ClientClosedError, APIConnectionError, aiohttp.ClientError, RuntimeError)
+CLOSED_UNDER = (ClientClosedError, APIConnectionError, aiohttp.ClientError, RuntimeError)
 
 
 class _Call:
@@ -150,9 +150,14 @@ class _Call:
 
     def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if exc is None or not self.life.closed or not isinstance(exc, _CLOSED_UNDER):
+        if exc is None or not self.life.closed or not isinstance(exc, CLOSED_UNDER):
             return
-        err = self.life.error()
-        key = self.idempotency_key
-        raise (err if key is None else as_ambiguous(err, key)) from exc
+        raise closed_error(self.life, self.idempotency_key) from exc
+
+
+def closed_error(life: Lifecycle, idempotency_key: str | None) -> WanError:
+    """What a call fails with when ``life`` closed under it (see `ClientSettings._open`);
+    for a create (``idempotency_key`` set), also an `AmbiguousSubmissionError`."""
+    err = life.error()
+    return err if idempotency_key is None else as_ambiguous(err, idempotency_key)
 

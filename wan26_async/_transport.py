@@ -179,7 +179,7 @@ class Transport:
         ends at once with `ClientClosedError` when the client closes; the hot path, a
         free slot and an open limiter, enters no scope at all.
         """
-        url = self.url(path)
+        url = self._urls.get(path) or self.url(path)
         headers = self._headers
         if idempotency_key is not None:
             headers = {**headers, "Idempotency-Key": idempotency_key}
@@ -214,7 +214,14 @@ class Transport:
                     ) as resp:
                         status = resp.status
                         reply_headers = resp.headers
-                        raw, cut = await self._read(resp)
+                        # A reply of a known length under the cap is read whole here
+                        # (one coroutine less per call); any other is read in chunks.
+                        length = resp.content_length
+                        if length is not None and length <= self._max_bytes and \
+                                "Content-Encoding" not in reply_headers:
+                            raw, cut = await resp.read(), False
+                        else:
+                            raw, cut = await self._read_capped(resp)
                     if started:
                         _log.debug("%s %s -> %d in %.3f s", method, path, status,
                                    time.monotonic() - started, extra={
@@ -321,12 +328,10 @@ class Transport:
             resend = False  # not slept on: raised (marked ambiguous for a create)
         _after_send(err, key, resend, delay)
 
-    async def _read(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
-        """The body, read up to the size cap, and whether it was cut there."""
-        length = resp.content_length
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+        """The body of a reply of no or too large a stated length (or compressed), read
+        up to the size cap, and whether it was cut there."""
         cap = self._max_bytes
-        if length is not None and length <= cap and "Content-Encoding" not in resp.headers:
-            return await resp.read(), False
         chunks: list[bytes] = []
         total = 0
         async for chunk in resp.content.iter_any():
