@@ -24,7 +24,8 @@ in an order rotated and reversed round to round, with the same ``PYTHONHASHSEED`
 every side of a round. A shared machine's noise only adds time, so the best rounds are
 compared; per-round paired ratios (median and range) show the spread. CPU seconds
 (``time.process_time()``, every thread of the worker) are printed per run.
-Targets: sdk time / raw time <= 1.10; otel-api / no-otel <= 1.03.
+Targets: sdk time / raw time <= 1.05 (the watch-budget issue; 1.10 before); otel-api /
+no-otel <= 1.03.
 
     python benchmarks/throughput.py [--sides raw,sdk,...] [--n 10000] [--concurrency 64]
                                     [--threads 8] [--rounds 7] [--distinct] [--json]
@@ -58,7 +59,7 @@ except ModuleNotFoundError:  # python benchmarks/throughput.py
 SIDES = ("raw", "sdk", "no-otel", "otel-api", "otel-sdk", "blocking")
 #: The ratios printed besides every side against raw: (side, baseline, target of side
 #: time / baseline time, or None).
-RATIOS = (("sdk", "raw", 1.10), ("otel-api", "no-otel", 1.03), ("otel-sdk", "no-otel", None),
+RATIOS = (("sdk", "raw", 1.05), ("otel-api", "no-otel", 1.03), ("otel-sdk", "no-otel", None),
           ("blocking", "sdk", None))
 BUSY = 1.10  # best round's wall / CPU seconds above which times are the machine's load
 ROOT = Path(__file__).resolve().parent.parent
