@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 
 __all__ = ["DecisionClock", "Events", "RTT_WINDOW", "burst_shown", "fit_bucket", "fit_rate",
-           "in_server_order", "paced_burst", "rate_in"]
+           "in_server_order", "least_burst", "paced_burst", "rate_in"]
 
 #: How many recent round trips the shortest one is taken from.
 RTT_WINDOW = 64
@@ -143,6 +143,21 @@ def rate_in(lowest: float, highest: float) -> float:
     if highest >= lowest * 1.2:
         return lowest
     return lowest + (highest - lowest) / 4
+
+
+def least_burst(events: Events, *, start: float, pace: float,
+                between: tuple[float, float]) -> float:
+    """The least burst in ``between`` (whole requests) at which the rate fitted to
+    ``events`` (since ``start``, the bucket full) is under ``pace``, a pace the server
+    refused: a larger burst needs less rate to explain the same admissions."""
+    low, high = int(between[0]), int(between[1])
+    while high - low > 1:
+        mid = (low + high) // 2
+        if rate_in(*fit_rate(events, burst=float(mid), start=start)) < pace:
+            high = mid
+        else:
+            low = mid
+    return float(high)
 
 
 def burst_shown(admitted: int, elapsed: float, rate: float, server_burst: float

@@ -20,6 +20,8 @@ here, with no I/O and no clock of their own, from the state and the replies seen
    refused, and the limiter slows to what was shown (or probes again from there).
    Whatever the shape, the pace is never below what the server admitted from one 429
    to the next; a 429 soon after a pause lets go a smaller burst after the next ones.
+   A pace refused though under the rate fitted means the burst learned is too small:
+   the least burst that explains the refusal replaces it (`least_burst`).
 4. *Recovery*: after a fit well below the best rate learned (the server's limit
    dropped, or others share it), the pace holds for a while, then climbs back toward
    that rate by a bounded fraction a second (`ramp`); a climb that meets a 429 again
@@ -40,7 +42,7 @@ import math
 
 import attrs
 
-from ._fit import Events, burst_shown, fit_bucket, fit_rate, paced_burst, rate_in
+from ._fit import Events, burst_shown, fit_bucket, fit_rate, least_burst, paced_burst, rate_in
 
 __all__ = ["JITTER", "Learner", "LimitState", "NO_CAP", "peak_rate", "ramp"]
 
@@ -64,8 +66,8 @@ class LimitState:
     rises ``lift`` times (``look`` 0: never); and at least ``most`` requests, the most the
     server admitted at once (the first wave). ``first`` is when the first 429 was decided
     (-1: none yet), ``last`` when the 429 that began the latest pause was (the server's
-    bucket was empty then); ``wave``
-    says the first wave is kept for the probe's fit; ``told`` that the rate was given.
+    bucket was empty then); ``wave`` says the first wave is kept for the probe's fit;
+    ``told`` that the rate was given.
     """
 
     phase: str = "start"
@@ -228,6 +230,19 @@ class Learner:
             burst, rate, lowest, highest = fit_bucket(wave, events, start=anchor)
             if admitted > burst and lowest > 0.0 and self._believable(rate, shown):
                 return self._settle(state, rate, burst, refused, floor, highest, span)
+        # Refused at a pace under the rate fitted: no bucket of that rate refuses it once
+        # the burst is spent. The burst learned is too small (a joint fit misled by
+        # jitter): take the least that explains the refusal, and forget the best rate.
+        if (state.phase == "steady" and admitted > state.burst > 0
+                and state.most > state.server_burst and 0.0 < state.rate < rate_in(
+                    *fit_rate(events, burst=state.server_burst, start=anchor))):
+            burst = least_burst(events, start=anchor, pace=state.rate,
+                                between=(state.server_burst, state.most))
+            lowest, highest = fit_rate(events, burst=burst, start=anchor)
+            rate = rate_in(lowest, highest)
+            if lowest > 0.0 and self._believable(rate, shown):
+                return self._settle(attrs.evolve(state, ceiling=0.0), rate, burst, refused,
+                                    floor, highest, span)
         if 0 <= state.last < anchor:
             # The bucket was empty at the refusal that began the pause. A pause short for
             # the bucket (no rate the replies allow refills it whole) shows the rate by
