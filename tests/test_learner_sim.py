@@ -72,10 +72,13 @@ def check_bucket(rate: float, burst: int, jitter: float) -> None:
     # unrideable: 50 ms of jitter bunches more requests than a burst of 4 (the bar is
     # then what a client told the limit gets)
     (1150.94, 4, 0.05),
-    # open (found by the property with more examples): a probe too fast for the rate
-    # fits (4, 3019/s) for (16, 1823/s); the pace settles near the rate, but the best
-    # rate learned of the wrong burst keeps it climbing into a 429 every 1-2 s
-    pytest.param(1822.9686550494168, 16, 0.0, marks=OPEN),
+    # a probe too fast for the rate fits (4, 3019/s) for (16, 1823/s); the pace settled
+    # near the rate, but climbs back to the best rate learned of the wrong burst met a
+    # 429 every 1-2 s (0.33 of the rate)
+    (1822.9686550494168, 16, 0.0),
+    # open (found by the property with more examples): 0.80 and 0.88 of the rate
+    pytest.param(1711.5955744704286, 23, 0.0, marks=OPEN),
+    pytest.param(137.16562811049002, 122, 0.005, marks=OPEN),
 ])
 def test_a_token_bucket_is_learned_to_nine_tenths_with_few_429s_once_steady(
     rate: float, burst: int, jitter: float,

@@ -24,8 +24,8 @@ here, with no I/O and no clock of their own, from the state and the replies seen
    the least burst that explains the refusal replaces it (`least_burst`).
 4. *Recovery*: after a fit well below the best rate learned (the server's limit
    dropped, or others share it), the pace holds for a while, then climbs back toward
-   that rate by a bounded fraction a second (`ramp`); a climb that meets a 429 again
-   waits twice as long before the next one, so a lasting drop costs one 429 per hold.
+   that rate by a bounded fraction a second (`ramp`); a climb that meets a 429 waits
+   twice as long before the next, which stops halfway: a lasting drop costs few 429s.
 5. *Looking above*: a pace held at its cap for ``look`` seconds (and for as many
    requests as the server ever admitted at once) with no 429 is admitted: it becomes
    the ceiling and the cap rises ``lift`` times (`ramp`). ``look`` is short after a
@@ -389,12 +389,12 @@ class Learner:
             climbing = state.rate > state.base * 1.01
         span = min(self.max_hold, state.hold_span * 2) if climbing else self.hold
         ceiling = state.ceiling
-        if climbing and state.rate >= ceiling * 0.99:
-            # refused at the best rate learned itself: it is no longer (or never was) the
-            # limit; the next climb stops halfway
+        if climbing:
+            # refused on the way back to the best rate learned: it is no longer (or never
+            # was) the limit; the next climb stops halfway (a ceiling of a wrong fit
+            # costs a 429 per climb otherwise)
             ceiling = max(found, (found + ceiling) / 2)
         return attrs.evolve(state, phase="steady", rate=found, base=found, step=1.0,
                             add=self.climb, lift=self.lift, cap=max(found, ceiling),
-                            ceiling=ceiling,
-                            hold=span * found, hold_span=span, look=self.look_soon,
-                            wave=False)
+                            ceiling=ceiling, hold=span * found, hold_span=span,
+                            look=self.look_soon, wave=False)
