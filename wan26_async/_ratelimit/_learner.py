@@ -230,12 +230,12 @@ class Learner:
             burst, rate, lowest, highest = fit_bucket(wave, events, start=anchor)
             if admitted > burst and lowest > 0.0 and self._believable(rate, shown):
                 return self._settle(state, rate, burst, refused, floor, highest, span)
+        own = fit_rate(events, burst=state.server_burst, start=anchor)  # burst as learned
         # Refused at a pace under the rate fitted: no bucket of that rate refuses it once
         # the burst is spent. The burst learned is too small (a joint fit misled by
         # jitter): take the least that explains the refusal, and forget the best rate.
         if (state.phase == "steady" and admitted > state.burst > 0
-                and state.most > state.server_burst and 0.0 < state.rate < rate_in(
-                    *fit_rate(events, burst=state.server_burst, start=anchor))):
+                and state.most > state.server_burst and 0.0 < state.rate < rate_in(*own)):
             burst = least_burst(events, start=anchor, pace=state.rate,
                                 between=(state.server_burst, state.most))
             lowest, highest = fit_rate(events, burst=burst, start=anchor)
@@ -272,7 +272,7 @@ class Learner:
                                     cap=max(state.cap, state.rate * self.regain),
                                     add=self.climb, hold=0.0, wave=False,
                                     look=self.look_soon)
-        lowest, highest = fit_rate(events, burst=state.server_burst, start=anchor)
+        lowest, highest = own
         rate = rate_in(lowest, highest)
         if admitted <= state.server_burst or lowest <= 0.0 or not self._believable(rate, shown):
             return self._unexplained(state, shown,
