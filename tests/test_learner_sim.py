@@ -76,9 +76,16 @@ def check_bucket(rate: float, burst: int, jitter: float) -> None:
     # near the rate, but climbs back to the best rate learned of the wrong burst met a
     # 429 every 1-2 s (0.33 of the rate)
     (1822.9686550494168, 16, 0.0),
-    # open (found by the property with more examples): 0.80 and 0.88 of the rate
-    pytest.param(1711.5955744704286, 23, 0.0, marks=OPEN),
-    pytest.param(137.16562811049002, 122, 0.005, marks=OPEN),
+    # a probe ramped fast fits loosely: 0.80 and 0.88 of the rate until it grew by 1.25
+    # per burst, not 2
+    (1711.5955744704286, 23, 0.0), (137.16562811049002, 122, 0.005),
+    # a slow probe with 50 ms of jitter fitted a tiny burst and a huge rate, (1, 98000/s)
+    # for (126, 2000/s), unchecked: the probe was shorter than twice the burst learned
+    (2000, 126, 0.05),
+    # open (found by the property with more examples): 0.88, 0.97 of the bar and 0.88
+    pytest.param(292.5143929858824, 192, 0.005, marks=OPEN),
+    pytest.param(691.6838495921576, 4, 0.005, marks=OPEN),
+    pytest.param(237.38376935101402, 196, 0.05, marks=OPEN),
 ])
 def test_a_token_bucket_is_learned_to_nine_tenths_with_few_429s_once_steady(
     rate: float, burst: int, jitter: float,
@@ -177,14 +184,18 @@ def test_after_any_drop_and_return_the_pace_is_found_again(rate: float, drop: fl
     check_drop(rate, drop)
 
 
-@pytest.mark.parametrize(("rate", "share"), [(100, 0.4)])
+@pytest.mark.parametrize(("rate", "share"), [
+    (100, 0.4),
+    # the probe fitted 239/s for the 288/s left, a pace no 429 corrected for 60 s
+    (320.34574597186594, 0.13276442961990656),
+    pytest.param(188.43703460968644, 0.39253705370268177, marks=OPEN),  # open: 0.87
+])
 def test_a_bucket_shared_with_unseen_clients_is_ridden_at_what_is_left(
     rate: float, share: float,
 ) -> None:
     check_shared(rate, share)
 
 
-@OPEN
 @SIM
 @given(rate=st.floats(20, 500), share=st.floats(0.1, 0.6))
 def test_any_shared_bucket_is_ridden_at_what_is_left(rate: float, share: float) -> None:

@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 
 __all__ = ["DecisionClock", "Events", "RTT_WINDOW", "burst_shown", "fit_bucket", "fit_rate",
-           "in_server_order", "least_burst", "paced_burst", "rate_in"]
+           "in_server_order", "least_burst", "paced_burst", "peak_rate", "rate_in"]
 
 #: How many recent round trips the shortest one is taken from.
 RTT_WINDOW = 64
@@ -134,6 +134,17 @@ def fit_rate(
     """
     lowest, highest = _bracket(events, burst, start, full, hi)
     return lowest, max(lowest, highest)
+
+
+def peak_rate(events: Events, count: int) -> float:
+    """The most requests/s admitted over any ``count`` admissions in a row of
+    ``events`` (sorted); inf when there are fewer."""
+    times = [t for t, ok in events if ok]
+    if len(times) < count:
+        return math.inf
+    gaps = (times[i + count - 1] - times[i] for i in range(len(times) - count + 1))
+    least = min(gaps)
+    return (count - 1) / least if least > 0 else math.inf
 
 
 def rate_in(lowest: float, highest: float) -> float:

@@ -42,9 +42,18 @@ import math
 
 import attrs
 
-from ._fit import Events, burst_shown, fit_bucket, fit_rate, least_burst, paced_burst, rate_in
+from ._fit import (
+    Events,
+    burst_shown,
+    fit_bucket,
+    fit_rate,
+    least_burst,
+    paced_burst,
+    peak_rate,
+    rate_in,
+)
 
-__all__ = ["JITTER", "Learner", "LimitState", "NO_CAP", "peak_rate", "ramp"]
+__all__ = ["JITTER", "Learner", "LimitState", "NO_CAP", "ramp"]
 
 #: Decisions this close after a refusal may have come before it (see `in_server_order`).
 JITTER = 0.005
@@ -88,17 +97,6 @@ class LimitState:
     last: float = -1.0
     wave: bool = False
     told: bool = False
-
-
-def peak_rate(events: Events, count: int) -> float:
-    """The most requests/s admitted over any ``count`` admissions in a row of
-    ``events`` (sorted); inf when there are fewer."""
-    times = [t for t, ok in events if ok]
-    if len(times) < count:
-        return math.inf
-    gaps = (times[i + count - 1] - times[i] for i in range(len(times) - count + 1))
-    least = min(gaps)
-    return (count - 1) / least if least > 0 else math.inf
 
 
 def ramp(state: LimitState) -> None:
@@ -148,7 +146,7 @@ class Learner:
     default_retry_after: float = 1.0
     probe_start: float = 4.0
     probe_step: float = 1.08
-    probe_growth: float = 2.0
+    probe_growth: float = 1.25
     probe_reach: float = 1024.0
     climb: float = 0.4
     hold: float = 0.5
@@ -228,7 +226,9 @@ class Learner:
                                reach=4 * shown if math.isfinite(shown) else 0.0)
         if state.phase == "probe" and state.wave and wave:
             burst, rate, lowest, highest = fit_bucket(wave, events, start=anchor)
-            if admitted > burst and lowest > 0.0 and self._believable(rate, shown):
+            # checked over all of a probe shorter than that (jitter fits (1, 98000/s))
+            seen = peak_rate(events, max(4, min(admitted, 2 * math.ceil(state.server_burst))))
+            if admitted > burst and lowest > 0.0 and self._believable(rate, seen):
                 return self._settle(state, rate, burst, refused, floor, highest, span)
         own = fit_rate(events, burst=state.server_burst, start=anchor)  # burst as learned
         # Refused at a pace under the rate fitted: no bucket of that rate refuses it once
