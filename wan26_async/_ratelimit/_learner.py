@@ -275,10 +275,9 @@ class Learner:
         lowest, highest = own
         rate = rate_in(lowest, highest)
         if admitted <= state.server_burst or lowest <= 0.0 or not self._believable(rate, shown):
-            return self._unexplained(state, shown,
+            return self._unexplained(state, shown, highest,
                                      early=state.burst <= admitted <= state.server_burst + 1)
-        return self._settle(state, rate, state.server_burst, refused, floor, highest,
-                            span)
+        return self._settle(state, rate, state.server_burst, refused, floor, highest, span)
 
     def _believable(self, rate: float, shown: float) -> bool:
         return rate <= shown * (1.0 + self.slack)
@@ -301,15 +300,15 @@ class Learner:
     @staticmethod
     def _smaller(burst: float, server_burst: float) -> float:
         """The burst to let go after a pause when one was refused soon after the last:
-        it may have reached the server in less time than it left the client (it queued
-        there; the pace refilled meanwhile, the server's full bucket did not). A fifth
-        less, kept until the server's burst is learned anew; never under half the usual
-        (a limit that fell refuses soon after pauses too, and a burst is throughput)."""
+        it may have reached the server in less time than it left (it queued there; the
+        pace refilled meanwhile, the server's full bucket did not). A fifth less until
+        the server's burst is learned anew; never under half the usual (a limit that
+        fell refuses soon after pauses too, and a burst is throughput)."""
         least = max(1.0, paced_burst(server_burst) / 2)
         return max(min(burst, least), burst - max(1.0, math.ceil(burst / 5)))
 
-    def _unexplained(self, state: LimitState, shown: float, early: bool = False
-                     ) -> LimitState:
+    def _unexplained(self, state: LimitState, shown: float, bound: float = 0.0,
+                     early: bool = False) -> LimitState:
         """A pause the replies do not fit (refused within the burst, a hiccup, a limit of
         another shape): never faster than the replies showed. A probe starts over from
         half its start (or of what was shown), a steady pace slows a little and climbs
@@ -321,11 +320,12 @@ class Learner:
         if early:
             # The whole burst after a pause was admitted, and the next requests refused
             # at once: the pace is far too fast for the limit now (it fell). Slow down by
-            # a fifth, hold, then climb back as after a fit well below the ceiling. (A
-            # 429 among the burst, a hiccup or a storm of them, is not this.)
-            return attrs.evolve(
-                self._below(state, max(self.least_rate, min(state.rate * self.cut, shown))),
-                burst=self._smaller(state.burst, state.server_burst))
+            # a fifth, or to the most rate the refusal allows (``bound``, if any), hold,
+            # then climb back as after a fit well below the ceiling. (A 429 among the
+            # burst, a hiccup or a storm of them, is not this.)
+            pace = min(state.rate * self.cut, shown, bound * self.margin or math.inf)
+            return attrs.evolve(self._below(state, max(self.least_rate, pace)),
+                                burst=self._smaller(state.burst, state.server_burst))
         rate = max(self.least_rate, min(state.rate * 0.97, shown))
         return attrs.evolve(state, rate=rate, base=rate, step=1.0, add=self.climb,
                             cap=max(rate, state.ceiling), hold=0.0, wave=False)
