@@ -216,12 +216,17 @@ def check_shared(rate: float, share: float) -> None:
     assert out.refusals(20, 40) <= max(2, 0.005 * out.admissions(20, 40))
 
 
-@pytest.mark.parametrize(("limit", "window"), [(500, 10.0)])
+@pytest.mark.parametrize(("limit", "window"), [
+    (500, 10.0),
+    # each probe was refused after the window's 640 and started over from half its
+    # start, a 429 a window for good (7 in 30 s); a second probe unexplained paces at
+    # what was admitted from one 429 to the next
+    (640, 10.0),
+])
 def test_a_sliding_window_is_ridden_near_its_rate(limit: int, window: float) -> None:
     check_sliding(limit, window)
 
 
-@OPEN
 @SIM
 @given(limit=st.integers(100, 1000), window=st.sampled_from([10.0, 30.0]))
 def test_any_sliding_window_is_ridden_near_its_rate(limit: int, window: float) -> None:

@@ -10,7 +10,8 @@ import math
 from collections.abc import Sequence
 
 __all__ = ["DecisionClock", "Events", "RTT_WINDOW", "burst_shown", "fit_bucket", "fit_rate",
-           "in_server_order", "least_burst", "paced_burst", "peak_rate", "rate_in"]
+           "in_server_order", "least_burst", "paced_burst", "peak_rate", "rate_in",
+           "smaller_burst"]
 
 #: How many recent round trips the shortest one is taken from.
 RTT_WINDOW = 64
@@ -25,6 +26,16 @@ def paced_burst(server_burst: float) -> float:
     learned from the first replies can be a token or two too big. A smaller burst
     costs nothing once requests are paced."""
     return max(1.0, server_burst - max(1.0, math.ceil(server_burst / 10)))
+
+
+def smaller_burst(burst: float, server_burst: float) -> float:
+    """The burst to let go after a pause when one was refused soon after the last:
+    it may have reached the server in less time than it left (it queued there; the
+    pace refilled meanwhile, the server's full bucket did not). A fifth less until
+    the server's burst is learned anew; never under half the usual (a limit that
+    fell refuses soon after pauses too, and a burst is throughput)."""
+    least = max(1.0, paced_burst(server_burst) / 2)
+    return max(min(burst, least), burst - max(1.0, math.ceil(burst / 5)))
 
 
 class DecisionClock:

@@ -51,6 +51,7 @@ from ._fit import (
     paced_burst,
     peak_rate,
     rate_in,
+    smaller_burst,
 )
 
 __all__ = ["JITTER", "Learner", "LimitState", "NO_CAP", "ramp"]
@@ -275,6 +276,10 @@ class Learner:
         lowest, highest = own
         rate = rate_in(lowest, highest)
         if admitted <= state.server_burst or lowest <= 0.0 or not self._believable(rate, shown):
+            if state.phase == "probe" and not state.wave and floor > 0:
+                # a probe again unexplained (a window): pace at what was admitted from
+                # one 429 to the next, with no burst (a window has spent it by then)
+                return self._settle(state, floor, 1.0, refused, floor, floor, span)
             return self._unexplained(state, shown, highest,
                                      early=state.burst <= admitted <= state.server_burst + 1)
         return self._settle(state, rate, state.server_burst, refused, floor, highest, span)
@@ -297,16 +302,6 @@ class Learner:
             cap=min(NO_CAP, max(rate * self.probe_reach, reach)), hold=0.0, first=first,
             wave=state.phase == "start", hold_span=state.hold_span or self.hold)
 
-    @staticmethod
-    def _smaller(burst: float, server_burst: float) -> float:
-        """The burst to let go after a pause when one was refused soon after the last:
-        it may have reached the server in less time than it left (it queued there; the
-        pace refilled meanwhile, the server's full bucket did not). A fifth less until
-        the server's burst is learned anew; never under half the usual (a limit that
-        fell refuses soon after pauses too, and a burst is throughput)."""
-        least = max(1.0, paced_burst(server_burst) / 2)
-        return max(min(burst, least), burst - max(1.0, math.ceil(burst / 5)))
-
     def _unexplained(self, state: LimitState, shown: float, bound: float = 0.0,
                      early: bool = False) -> LimitState:
         """A pause the replies do not fit (refused within the burst, a hiccup, a limit of
@@ -325,7 +320,7 @@ class Learner:
             # burst, a hiccup or a storm of them, is not this.)
             pace = min(state.rate * self.cut, shown, bound * self.margin or math.inf)
             return attrs.evolve(self._below(state, max(self.least_rate, pace)),
-                                burst=self._smaller(state.burst, state.server_burst))
+                                burst=smaller_burst(state.burst, state.server_burst))
         rate = max(self.least_rate, min(state.rate * 0.97, shown))
         return attrs.evolve(state, rate=rate, base=rate, step=1.0, add=self.climb,
                             cap=max(rate, state.ceiling), hold=0.0, wave=False)
@@ -348,7 +343,7 @@ class Learner:
         if server_burst == state.server_burst and state.phase == "steady":
             burst = min(burst, state.burst)  # a burst found too big stays smaller
             if span < self.long_span:
-                burst = self._smaller(burst, server_burst)
+                burst = smaller_burst(burst, server_burst)
         state = attrs.evolve(state, phase="steady", server_burst=server_burst,
                              burst=burst, step=1.0, add=self.climb, lift=self.lift,
                              wave=False)
