@@ -13,7 +13,8 @@ here, with no I/O and no clock of their own, from the state and the replies seen
 2. *Probe* (`Learner.paused` after the first 429): after the pause, requests are paced
    from a low rate that grows by a step per request (`ramp`), bounded, until a second
    429. Both waves began with a full bucket and differ in length: together they tell
-   the burst from the rate (`fit_bucket`).
+   the burst from the rate (`fit_bucket`). A second probe no bucket explains (a window)
+   paces at what was admitted from one 429 to the next.
 3. *Steady*: a client-side bucket paces every call at the fitted rate. A later 429 refits
    (`Learner.paused` again). A fit is believed only as far as the replies show it: a rate
    above what was admitted over the same span, plus a margin for timing noise, is
