@@ -27,7 +27,7 @@ compared; per-round paired ratios (median and range) show the spread. CPU second
 Targets: sdk time / raw time <= 1.05 (the watch-budget issue; 1.10 before); otel-api /
 no-otel <= 1.03.
 
-    python benchmarks/throughput.py [--sides raw,sdk,...] [--n 10000] [--concurrency 64]
+    python benchmarks/throughput.py [--sides raw,sdk,...] [--n 10000] [--concurrency 64] [--pin]
                                     [--threads 8] [--rounds 7] [--distinct] [--json]
     python benchmarks/throughput.py --profile [--sides otel-api]  # one run under cProfile
 """
@@ -83,9 +83,21 @@ def spawn(side: str, args: argparse.Namespace, port: int, seed: int) -> Run | No
     if args.profile:
         subprocess.run(cmd, cwd=ROOT, env=env, check=True, timeout=args.run_timeout + 60)
         return None
+    cpus = _pinned(args)
     done = subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.PIPE,
-                          text=True, timeout=args.run_timeout + 60)
+                          text=True, timeout=args.run_timeout + 60,
+                          preexec_fn=None if cpus is None else
+                          (lambda: os.sched_setaffinity(0, {cpus[0]})))
     return Run(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _pinned(args: argparse.Namespace) -> tuple[int, int] | None:
+    """With ``--pin``: the CPU of the worker (the client) and the one of the server, two
+    different ones, so that neither waits for the other's core (None: not pinned)."""
+    if not args.pin or not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    return (cpus[0], cpus[-1]) if len(cpus) >= 2 else None
 
 
 def order_of(sides: Sequence[str], i: int) -> list[str]:
@@ -203,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="fail (with stacks) if one run takes longer (300 s)")
     parser.add_argument("--malloc-default", action="store_true",
                         help="leave glibc's dynamic malloc thresholds alone (noisier)")
+    parser.add_argument("--pin", action="store_true",
+                        help="run the server on one CPU and each worker on another "
+                             "(Linux, 2+ CPUs): less noise from the two sharing a core")
     parser.add_argument("--distinct", action="store_true",
                         help="a new request object (clients) / body dict (raw) per call, "
                              "built before the timed part: no reuse of an encoded body")
@@ -223,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
     proc, port = start_server()
+    pinned = _pinned(args)
+    if pinned is not None:
+        os.sched_setaffinity(proc.pid, {pinned[1]})
     runs: dict[str, list[Run]] = {side: [] for side in sides}
     try:
         if args.profile:
@@ -232,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fast server pid {proc.pid} on port {port}; n={args.n} "
               f"concurrency={args.concurrency} threads={args.threads} rounds={args.rounds} "
               f"sides={','.join(sides)}; malloc thresholds pinned: "
-              f"{'no' if args.malloc_default else 'yes'}; {os.cpu_count()} cpus", flush=True)
+              f"{'no' if args.malloc_default else 'yes'}; {os.cpu_count()} cpus"
+              f"{'' if pinned is None else f'; worker on cpu {pinned[0]}, server on {pinned[1]}'}",
+              flush=True)
         for i in range(1, args.rounds + 1):
             for side in order_of(sides, i):
                 run = spawn(side, args, port, seed=i)
