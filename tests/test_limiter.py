@@ -65,6 +65,36 @@ def test_fit_bucket_tells_the_burst_from_the_rate() -> None:
     assert fit_rate(probe, burst=len(first) - 1, start=2.0)[1] < 190
 
 
+def test_fit_bucket_reads_a_first_wave_with_a_lull_in_it() -> None:
+    # The bug (a busy CI machine, real sockets): a (10, 100/s) bucket's first wave had 4
+    # requests decided at once, then its new connections took 180 ms to open, and 10
+    # more were decided together then (the bucket full again) before a refusal. Counted
+    # as one run of refill since the first, the wave needed a burst of 4 only; with it,
+    # the probe read 100,000/s (the learner then paced at 110-125/s for good).
+    def bucket(times: list[float]) -> list[tuple[float, bool]]:
+        events: list[tuple[float, bool]] = []
+        tokens, last = 10.0, times[0]
+        for t in times:
+            tokens = min(10.0, tokens + (t - last) * 100.0)
+            last = t
+            ok = tokens >= 1
+            tokens -= 1 if ok else 0
+            events.append((t, ok))
+        return events
+
+    first = bucket([0.0] * 4 + [0.18 + i * 0.0001 for i in range(12)])
+    assert sum(ok for _, ok in first) == 14
+    times, pace = [1.2] * 9, 56.0  # the probe: 9 at once, then paced from 56/s, growing
+    while len(times) < 200:
+        times.append(times[-1] + 1 / pace)
+        pace *= 1.25 ** (1 / 14)
+    probe = bucket(times)
+    probe = probe[: next(i for i, (_, ok) in enumerate(probe) if not ok) + 1]
+    burst, rate, lowest, highest = fit_bucket(first, probe, start=1.2)
+    assert burst == 10
+    assert 95 <= rate <= 101 and lowest <= 100.0 * 1.0001 <= highest * 1.0002
+
+
 def test_fit_rate_from_a_refusal_counts_less_than_a_token_then() -> None:
     # Refused at t=0 (the bucket held less than a token), then a pause of 1 s: two
     # admitted at 1.0 s and the third refused. The first may have taken the fraction

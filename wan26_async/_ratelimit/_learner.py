@@ -231,6 +231,8 @@ class Learner:
             # checked over all of a probe shorter than that (jitter fits (1, 98000/s))
             seen = peak_rate(events, max(4, min(admitted, 2 * math.ceil(state.server_burst))))
             if admitted > burst and lowest > 0.0 and self._believable(rate, seen):
+                # no one rate explains it all (jitter): a loose fit, not a tight one
+                highest = highest if highest > lowest else lowest * 1.25
                 return self._settle(state, rate, burst, refused, floor, highest, span)
         own = fit_rate(events, burst=state.server_burst, start=anchor)  # burst as learned
         # Refused at a pace under the rate fitted: no bucket of that rate refuses it once
@@ -281,7 +283,9 @@ class Learner:
                 # a probe again unexplained (a window): pace at what was admitted from
                 # one 429 to the next, with no burst (a window has spent it by then)
                 return self._settle(state, floor, 1.0, refused, floor, floor, span)
-            return self._unexplained(state, shown, highest,
+            full = 0 <= state.last < anchor and (  # the pause refilled it at that rate
+                highest * (anchor - state.last) >= state.server_burst)
+            return self._unexplained(state, shown, highest if full else 0.0,
                                      early=state.burst <= admitted <= state.server_burst + 1)
         return self._settle(state, rate, state.server_burst, refused, floor, highest, span)
 
