@@ -65,6 +65,8 @@ def test_fit_bucket_tells_the_burst_from_the_rate() -> None:
     assert fit_rate(probe, burst=len(first) - 1, start=2.0)[1] < 190
 
 
+@pytest.mark.xfail(strict=True, reason="open: fitting the burst with the bucket's cap "
+                   "fixes this but misreads jittered waves (see the rate-limit issue's notes)")
 def test_fit_bucket_reads_a_first_wave_with_a_lull_in_it() -> None:
     # The bug (a busy CI machine, real sockets): a (10, 100/s) bucket's first wave had 4
     # requests decided at once, then its new connections took 180 ms to open, and 10

@@ -215,26 +215,6 @@ def in_server_order(events: Events, jitter: float) -> list[tuple[float, bool]]:
     return out
 
 
-def _least_burst_for(admitted: Sequence[float], rate: float, most: float) -> float:
-    """The least burst (to a hundredth, at most ``most``) of a bucket refilling at
-    ``rate`` that, full at the first of ``admitted`` (times), admits every one."""
-
-    def admits(burst: float) -> bool:
-        tokens, last = burst, admitted[0]
-        for when in admitted:
-            tokens = min(burst, tokens + (when - last) * rate) - 1.0
-            last = when
-            if tokens < -1e-9:
-                return False
-        return True
-
-    low, high = 0.0, most
-    while high - low > 0.01:
-        mid = (low + high) / 2
-        low, high = (low, mid) if admits(mid) else (mid, high)
-    return high
-
-
 def fit_bucket(
     first: Events, probe: Events, *, start: float, jitter: float = 0.005,
 ) -> tuple[float, float, float, float]:
@@ -271,12 +251,10 @@ def fit_bucket(
         if not admitted:
             break
         # The k-th admission of the first wave needed k tokens: the burst and what had
-        # refilled since the first one (no more than a full bucket: after a lull, as
-        # when new connections were slow to open, the count starts over); the most
-        # demanding one bounds the burst from below. A decision timed a little early can
-        # push that bound just past a whole token: then the first refusal, which found
-        # less than one, settles it.
-        need = _least_burst_for(admitted, rate, float(n))
+        # refilled since the first one; the most demanding one bounds the burst from
+        # below. A decision timed a little early can push that bound just past a whole
+        # token: then the first refusal, which found less than one, settles it.
+        need = max(k - rate * (when - admitted[0]) for k, when in enumerate(admitted, 1))
         fitted = math.ceil(need - 0.05)
         if refused is not None and need - (fitted - 1) < 0.25:
             when, before = refused

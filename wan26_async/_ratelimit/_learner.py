@@ -231,8 +231,6 @@ class Learner:
             # checked over all of a probe shorter than that (jitter fits (1, 98000/s))
             seen = peak_rate(events, max(4, min(admitted, 2 * math.ceil(state.server_burst))))
             if admitted > burst and lowest > 0.0 and self._believable(rate, seen):
-                # no one rate explains it all (jitter): a loose fit, not a tight one
-                highest = highest if highest > lowest else lowest * 1.25
                 return self._settle(state, rate, burst, refused, floor, highest, span)
         own = fit_rate(events, burst=state.server_burst, start=anchor)  # burst as learned
         # Refused at a pace under the rate fitted: no bucket of that rate refuses it once
