@@ -15,14 +15,14 @@ here, with no I/O and no clock of their own, from the state and the replies seen
    429. Both waves began with a full bucket and differ in length: together they tell
    the burst from the rate (`fit_bucket`). A second probe no bucket explains (a window)
    paces at what was admitted from one 429 to the next.
-3. *Steady*: a client-side bucket paces every call at the fitted rate. A later 429 refits
-   (`Learner.paused` again). A fit is believed only as far as the replies show it: a rate
-   above what was admitted over the same span, plus a margin for timing noise, is
-   refused, and the limiter slows to what was shown (or probes again from there).
-   Whatever the shape, the pace is never below what the server admitted from one 429
-   to the next; a 429 soon after a pause lets go a smaller burst after the next ones.
-   A pace refused though under the rate fitted means the burst learned is too small:
-   the least burst that explains the refusal replaces it (`least_burst`).
+3. *Steady*: a client-side bucket paces every call at the fitted rate (after a tight
+   first fit, a few seconds without a 429 bring it nearer). A later 429 refits. A fit is
+   believed only as far as the replies show it: a rate above what was admitted over the
+   same span, plus a margin for timing noise, is refused, and the limiter slows to what
+   was shown (or probes again). The pace is never below what the server admitted from
+   one 429 to the next; a 429 soon after a pause lets go a smaller burst after the next.
+   A pace refused under the rate fitted means the burst learned is too small: the least
+   burst that explains the refusal replaces it (`least_burst`).
 4. *Recovery*: after a fit well below the best rate learned (the server's limit
    dropped, or others share it), the pace holds for a while, then climbs back toward
    that rate by a bounded fraction a second (`ramp`); a climb that meets a 429 waits
@@ -59,8 +59,7 @@ __all__ = ["JITTER", "Learner", "LimitState", "NO_CAP", "ramp"]
 
 #: Decisions this close after a refusal may have come before it (see `in_server_order`).
 JITTER = 0.005
-#: "No bound" for a pace (a billion requests a second), finite so that Redis can store it.
-NO_CAP = 1e9
+NO_CAP = 1e9  #: "No bound" for a pace (1e9/s), finite so that Redis can store it.
 
 
 @attrs.define(kw_only=True)
@@ -129,18 +128,17 @@ class Learner:
     The rest is tuning. The probe starts at ``probe_start`` bursts per default pause and
     grows by ``probe_growth`` per burst's worth of requests (a long probe tells the rate
     from the burst), by ``probe_step`` per request at most, up to ``probe_reach`` times
-    its start. A climb grows the pace by ``climb`` of itself per second (``climb`` per
-    request, at the pace) after a hold of ``hold`` seconds (doubling after a failed
-    climb, at most ``max_hold``). A burst found too big lets the pace climb to
-    ``regain`` times itself; a pace refused as soon as a burst was spent slows by
-    ``cut``. A pace held at its cap without a 429 looks ``lift`` times higher after
-    ``look_soon`` s when the fit was loose or the limit moved, ``look_sure`` s after a
-    fit the replies bound tightly, twice as long after each look that met a 429, at
-    most ``max_look``. A fit near the ceiling over less than ``long_span`` s lowers it
-    by ``trim`` at most; a fit may exceed the fastest admitted rate by ``slack``; what
-    was admitted from one 429 to the next floors the pace (limits that are not a bucket);
-    no pace is below ``least_rate``; the slow start stops counting at ``max_window`` in
-    flight.
+    its start. A climb grows the pace by ``climb`` of itself per second after a hold of
+    ``hold`` s (doubling after a failed climb, at most ``max_hold``). A burst found too
+    big lets the pace climb to ``regain`` times itself; a pace refused as soon as a burst
+    was spent slows by ``cut``. A pace held at its cap without a 429 looks ``lift`` times
+    higher after ``look_soon`` s when the fit was loose or the limit moved, ``look_sure``
+    s after a tight fit, twice as long after each look that met a 429, at most
+    ``max_look``; a tight first fit paces at ``creep`` of itself after ``creep_hold`` s.
+    A fit near the ceiling over less than ``long_span`` s lowers it by ``trim`` at most;
+    a fit may exceed the fastest admitted rate by ``slack``; what was admitted from one
+    429 to the next floors the pace (not a bucket); no pace is below ``least_rate``; the
+    slow start stops counting at ``max_window`` in flight.
     """
 
     initial_window: float = 4.0
@@ -162,6 +160,8 @@ class Learner:
     look_soon: float = 1.0
     look_sure: float = 60.0
     max_look: float = 600.0
+    creep: float = 0.995
+    creep_hold: float = 3.0
     least_rate: float = 1.0 / 60.0
     max_window: float = 4096.0
 
@@ -248,11 +248,10 @@ class Learner:
         if 0 <= state.last < anchor:
             # The bucket was empty at the refusal that began the pause. A pause short for
             # the bucket (no rate the replies allow refills it whole) shows the rate by
-            # what it refilled: a burst large beside the rate. Believed while probing
-            # when the pause refilled under a third of what the first wave was admitted
-            # (a slow first wave counts much refill as burst), and later when about the
-            # pace as fitted (a 429 not of the bucket, a fault or another limit, finds it
-            # far from empty: that is not a fit to slow down for).
+            # what it refilled. Believed while probing when the pause refilled under a
+            # third of the first wave (a slow first wave counts much refill as burst),
+            # later when about the pace as fitted (a 429 not of the bucket, a fault or
+            # another limit, finds it far from empty: not a fit to slow down for).
             pause = anchor - state.last
             lowest, highest = fit_rate(events, burst=state.server_burst, start=state.last,
                                        full=False)
@@ -332,8 +331,7 @@ class Learner:
                 floor: float, highest: float, span: float) -> LimitState:
         """Pace at a believed fit of ``rate`` from now on; ``highest`` is the most the
         replies allow (a bracket wider than a fifth: climb toward it)."""
-        # for limits that are not a bucket: never slower than what was admitted (which
-        # the server admitted, with no margin)
+        # for limits that are not a bucket: never slower than the server admitted
         rate = max(rate, floor)
         found = max(rate * self.margin, floor)
         first = state.ceiling <= 0  # nothing believed before: this is the limit
@@ -360,8 +358,13 @@ class Learner:
                 return attrs.evolve(state, rate=found, base=found, ceiling=top, cap=top,
                                     hold=0.0, hold_span=self.hold, look=self.look_soon)
         if first:
-            return attrs.evolve(state, rate=found, base=found, ceiling=found, cap=found,
-                                hold=max(sure * found, state.most), hold_span=self.hold,
+            # a fit bound within 5 %, of a burst the first wave showed alone, leaves the
+            # margin little to cover: after ``creep_hold`` s, pace at ``creep`` of it
+            tight = highest <= rate * 1.05 and state.most <= server_burst
+            tight = tight and rate * self.creep > found
+            cap, wait = (rate * self.creep, self.creep_hold) if tight else (found, sure)
+            return attrs.evolve(state, rate=found, base=found, ceiling=found, cap=cap,
+                                hold=max(wait * found, state.most), hold_span=self.hold,
                                 look=sure)
         if found >= state.ceiling * 0.9:
             # About the limit as known: a fit a little high, a hiccup, or a small change.
@@ -379,10 +382,9 @@ class Learner:
 
     def _below(self, state: LimitState, found: float, climbing: bool | None = None
                ) -> LimitState:
-        """Pace at ``found``, well below the best rate learned: the limit dropped, or
-        others share it. Hold, then climb back toward it; a climb that failed waits twice
-        as long next time. A limit that moved may come back higher than it was: once back
-        at the best rate, look above it soon."""
+        """Pace at ``found``, well below the best rate learned (the limit dropped, or
+        others share it). Hold, then climb back toward it; a climb that failed waits twice
+        as long next time. Back at the best rate, look above it soon."""
         if climbing is None:
             climbing = state.rate > state.base * 1.01
         span = min(self.max_hold, state.hold_span * 2) if climbing else self.hold
